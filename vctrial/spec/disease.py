@@ -1,0 +1,158 @@
+"""Typed disease-model spec: a multi-state model with log-linear hazards, competing background
+mortality, and continuous biomarkers following a linear mixed model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+from pydantic import Field
+
+from vctrial.spec.base import StrictModel, load
+
+_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# a covariate column, or an indicator of one categorical level: nyha_class[III]
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\[\]]+\])?$")
+
+
+class State(StrictModel):
+    """A health state; absorbing states (deaths) end a patient's path."""
+
+    name: str = Field(pattern=_NAME)
+    absorbing: bool = False
+    utility: float = Field(1.0, ge=-1.0, le=1.0, description="quality-of-life weight (QALY per year)")
+
+
+class CovariateEffect(StrictModel):
+    """One term of a log-linear predictor: coefficient × (covariate − reference)."""
+
+    covariate: str = Field(description="cohort covariate, or categorical indicator like nyha_class[III]")
+    coef: float = Field(description="per unit of the covariate (log hazard ratio for hazards)")
+    reference: float = Field(0.0, description="value at which the term is zero")
+
+    @pydantic.field_validator("covariate")
+    @classmethod
+    def _column_name(cls, v: str) -> str:
+        if not _COLUMN.match(v):
+            raise ValueError("must be a covariate name or name[level]")
+        return v
+
+
+class Transition(StrictModel):
+    """A transition with hazard rate_per_year × exp(Σ coef·(x − reference)), constant in time."""
+
+    name: str = Field(pattern=_NAME, description="event name used by endpoints and treatment effects")
+    from_: str = Field(alias="from")
+    to: str
+    rate_per_year: float = Field(gt=0.0, description="hazard at the reference covariate values (1/year)")
+    effects: list[CovariateEffect] = []
+
+
+class BackgroundMortality(StrictModel):
+    """Death from other causes by age and sex from the shipped period life table."""
+
+    to: str = Field(description="absorbing state entered on background death")
+    event: str = Field("background_death", pattern=_NAME, description="event name of this transition")
+    age: str = Field("age", description="cohort covariate holding age at randomization (years)")
+    female: str = Field("sex_female", description="cohort covariate, 1 for female, 0 for male")
+    life_table: Literal["us_ssa"] = "us_ssa"
+    multiplier: float = Field(1.0, gt=0.0, description="scales the life-table hazard (e.g. excess comorbidity)")
+
+
+class Biomarker(StrictModel):
+    """Linear mixed model: y(t) = intercept + Σ coef·(x − ref) + b0 + (slope + b1)·t + ε.
+
+    t in years since randomization; (b0, b1) patient random effects (bivariate normal);
+    ε the residual (measurement) noise at each visit, independent across visits.
+    """
+
+    name: str = Field(pattern=_NAME)
+    unit: str = ""
+    intercept: float = 0.0
+    effects: list[CovariateEffect] = []
+    slope_per_year: float = 0.0
+    random_intercept_sd: float = Field(0.0, ge=0.0)
+    random_slope_sd: float = Field(0.0, ge=0.0)
+    random_correlation: float = Field(0.0, gt=-1.0, lt=1.0)
+    residual_sd: float = Field(0.0, ge=0.0)
+    min: float | None = Field(None, description="observed values are clipped at this bound")
+    max: float | None = None
+
+
+class DiseaseSpec(StrictModel):
+    """A disease model file (``kind: disease``)."""
+
+    kind: Literal["disease"]
+    name: str
+    description: str = ""
+    sources: list[str] = []
+    time_step_months: float = Field(1.0, gt=0.0, le=12.0)
+    states: list[State] = Field(min_length=2)
+    initial_state: str
+    transitions: list[Transition] = Field(min_length=1)
+    background_mortality: BackgroundMortality | None = None
+    biomarkers: list[Biomarker] = []
+    path: Path | None = Field(None, exclude=True)
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> DiseaseSpec:
+        names = [s.name for s in self.states]
+        _unique(names, "states")
+        absorbing = {s.name for s in self.states if s.absorbing}
+        if self.initial_state not in names:
+            raise ValueError(f"initial_state: unknown state {self.initial_state!r} (states: {', '.join(names)})")
+        if self.initial_state in absorbing:
+            raise ValueError("initial_state: must not be absorbing")
+        events = [t.name for t in self.transitions]
+        if self.background_mortality is not None:
+            events.append(self.background_mortality.event)
+        _unique(events, "transitions (event names)")
+        for i, t in enumerate(self.transitions):
+            for key, state in (("from", t.from_), ("to", t.to)):
+                if state not in names:
+                    raise ValueError(f"transitions[{i}].{key}: unknown state {state!r} (states: {', '.join(names)})")
+            if t.from_ in absorbing:
+                raise ValueError(f"transitions[{i}].from: state {t.from_!r} is absorbing")
+            if t.from_ == t.to:
+                raise ValueError(f"transitions[{i}]: from and to are the same state")
+        bg = self.background_mortality
+        if bg is not None and bg.to not in absorbing:
+            raise ValueError(f"background_mortality.to: must be an absorbing state, got {bg.to!r}")
+        _unique([b.name for b in self.biomarkers], "biomarkers")
+        return self
+
+    @property
+    def event_names(self) -> list[str]:
+        """Transition names, then the background death event if any: the kernel's event columns."""
+        names = [t.name for t in self.transitions]
+        if self.background_mortality is not None:
+            names.append(self.background_mortality.event)
+        return names
+
+    def covariates_used(self) -> list[tuple[str, str]]:
+        """(key path, column) of every covariate the model reads, for checking against a cohort."""
+        used: list[tuple[str, str]] = []
+        for i, t in enumerate(self.transitions):
+            used += [(f"transitions[{i}].effects[{j}].covariate", e.covariate) for j, e in enumerate(t.effects)]
+        for i, b in enumerate(self.biomarkers):
+            used += [(f"biomarkers[{i}].effects[{j}].covariate", e.covariate) for j, e in enumerate(b.effects)]
+        if self.background_mortality is not None:
+            used += [("background_mortality.age", self.background_mortality.age),
+                     ("background_mortality.female", self.background_mortality.female)]
+        return used
+
+
+def _unique(names: list[str], where: str) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{where}: duplicate name {n!r}")
+        seen.add(n)
+
+
+def load_disease(path: str | Path) -> DiseaseSpec:
+    """Read and validate a disease model file."""
+    spec = load(path, DiseaseSpec)
+    return spec.model_copy(update={"path": Path(path)})
