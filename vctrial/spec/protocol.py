@@ -258,7 +258,7 @@ def _cross_check(path: Path, spec: TrialProtocol, cohort, disease: DiseaseSpec) 
                         f"unknown biomarker {ep.biomarker!r} (disease has: {', '.join(sorted(biomarkers)) or 'none'})")
     elif ep.visit_month > spec.horizon_months:
         raise SpecError(file, "endpoint.visit_month", "is after the end of follow-up")
-    known = cohort.column_names()
+    known = set(cohort.names) | {f"{name}[{level}]" for name, levels in cohort.levels().items() for level in levels}
     for key, col in disease.covariates_used():
         if col not in known:
             raise SpecError(str(disease.path), key,

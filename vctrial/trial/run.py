@@ -87,6 +87,8 @@ def _time_to_event(protocol: Protocol, entry, arm, dropout, paths) -> dict[str, 
         follow = np.full_like(entry, fu.duration_months)
     include = follow > 0.0
     time, event = observation.censor(t_ep, t_loss, follow)
+    if fu.type == "event_driven":  # decide on the calendar, where the target-th event defines the date
+        event = (t_ep <= t_loss) & (entry + t_ep <= date[:, None])
     time = np.where(include, time, 0.0)
     group = arm.astype(np.int8)
     lr = analysis.logrank(time, event, group, include)
