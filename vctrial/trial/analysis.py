@@ -10,8 +10,8 @@ A batch holds R replicates of n patients each as 2-D arrays of shape (R, n):
 
 Each analysis is a private numba kernel that takes arrays and scalars only and loops over
 replicates with ``prange``; a replicate is analysed by one thread from start to end, so results do
-not depend on the number of threads. The public functions check their inputs and return named
-results. Degenerate replicates (nobody included, no events, all events in one arm) give NaN or
+not depend on the number of threads. The public functions check their inputs, sort the times
+with numpy (much faster than a sort compiled by numba) and return named results. Degenerate replicates (nobody included, no events, all events in one arm) give NaN or
 ``converged=False`` rather than an error.
 """
 
