@@ -99,7 +99,30 @@ def validate(data: Any, model: type[M], file: str | Path, context: dict[str, Any
         return model.model_validate(data, context=context)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
-        raise SpecError(str(file), key_path(err["loc"]), _reason(err, model)) from None
+        raise SpecError(str(file), key_path(_input_loc(data, err["loc"])), _reason(err, model)) from None
+
+
+def _input_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Keep the parts of an error location that address the input.
+
+    Unions add their tag or member name to the location (``follow_up.event_driven.target_events``);
+    walking the parsed YAML tells which parts are real keys and indices.
+    """
+    out: list[Any] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and i == len(loc) - 1:
+            pass  # a missing or unknown key: keep it
+        elif isinstance(node, dict) and not any(isinstance(p, str) and p in node for p in loc[i + 1:]):
+            pass
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def load(path: str | Path, model: type[M]) -> M:
