@@ -44,6 +44,40 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import xarray as xr
+
+    from vctrial.plots import save_figures
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise SpecError(str(path), "", "file not found")
+    try:
+        ds = xr.open_dataset(path)
+    except (OSError, ValueError) as exc:
+        raise SpecError(str(path), "", f"not a readable netCDF results file ({exc})") from None
+    with ds:
+        try:
+            paths = save_figures(ds.load(), args.out, dpi=args.dpi)
+        except ValueError as exc:
+            raise SpecError(str(path), "attrs.kind", str(exc)) from None
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from vctrial.spec import json_schema
+
+    print(json.dumps(json_schema(args.kind), indent=2))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vctrial", description="Virtual clinical trials on synthetic patients.")
     from vctrial import __version__
@@ -62,6 +96,18 @@ def parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check cohort, disease or protocol files without running them")
     val.add_argument("files", nargs="+")
     val.set_defaults(func=_validate)
+
+    plot = sub.add_parser("plot", help="write PNG figures of a results file")
+    plot.add_argument("file", help="netCDF results file written by vctrial")
+    plot.add_argument("--out", "-o", default="figures", help="output folder (default figures/)")
+    plot.add_argument("--dpi", type=_positive, default=110, help="resolution (default 110)")
+    plot.set_defaults(func=_plot)
+
+    from vctrial.spec import KINDS
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of a file kind (for editors)")
+    schema.add_argument("kind", choices=sorted(KINDS))
+    schema.set_defaults(func=_schema)
     return p
 
 

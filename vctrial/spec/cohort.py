@@ -295,7 +295,7 @@ CovariateModel = Union[NormalCovariate, LognormalCovariate, BinaryCovariate, Cat
 
 # Typed as Any for pydantic (validation is done by ``_covariate``, serialization follows each
 # value's own model); the values are always one of ``CovariateModel``.
-Covariate = Annotated[Any, pydantic.PlainValidator(_covariate)]
+Covariate = Annotated[Any, pydantic.PlainValidator(_covariate, json_schema_input_type=CovariateModel)]
 """One covariate's marginal distribution, chosen by its ``distribution`` key."""
 
 

@@ -94,7 +94,12 @@ class DiseaseSpec(StrictModel):
     transitions: list[Transition] = Field(min_length=1)
     background_mortality: BackgroundMortality | None = None
     biomarkers: list[Biomarker] = []
-    path: Path | None = Field(None, exclude=True)
+    _path: Path | None = pydantic.PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this spec was loaded from (None if built in code)."""
+        return self._path
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> DiseaseSpec:
@@ -155,4 +160,5 @@ def _unique(names: list[str], where: str) -> None:
 def load_disease(path: str | Path) -> DiseaseSpec:
     """Read and validate a disease model file."""
     spec = load(path, DiseaseSpec)
-    return spec.model_copy(update={"path": Path(path)})
+    spec._path = Path(path)
+    return spec

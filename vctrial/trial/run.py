@@ -111,6 +111,8 @@ def _time_to_event(protocol: Protocol, entry, arm, dropout, paths) -> dict[str, 
     grid = np.arange(0.0, spec.horizon_months + 1e-9, KM_STEP_MONTHS)
     km = np.stack([analysis.kaplan_meier(time, event, include & (arm == a), grid)
                    for a in range(len(spec.arms))], axis=1)
+    last = np.where(include, time, 0.0).max(axis=1)
+    km = np.where(grid[None, None, :] > last[:, None, None], np.nan, km)  # not estimable beyond the last follow-up
     return {
         "statistic": lr.z,
         "p_value": analysis.p_value(lr.z, a_level.sided),
