@@ -3,26 +3,114 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from vctrial.errors import SpecError
 
 EXIT_SPEC = 2
+EXIT_RUN = 1
 
 
 def _run(args: argparse.Namespace) -> int:
     from vctrial.execute import run_trial
     from vctrial.results import format_summary, write_netcdf
+    from vctrial.spec.base import read_yaml
     from vctrial.spec.protocol import load_protocol
 
+    data = read_yaml(args.protocol)
+    if isinstance(data, dict) and data.get("kind") == "population":
+        return _run_population(args)
+    from vctrial.trial.design import sweep_axes
+
+    axes = sweep_axes(args.protocol, getattr(args, "sweep", None))
+    if axes:
+        return _run_sweep(args, axes)
     protocol = load_protocol(args.protocol)
     out = Path(args.out)
     if out.is_dir():
         raise SpecError(str(out), "", "--out must be a file name, not a folder")
-    ds = run_trial(protocol, args.replicates, args.seed, progress=not args.quiet)
+    ds = run_trial(protocol, args.replicates, args.seed, options=execution_options(args, out))
     write_netcdf(ds, out)
     print(format_summary(ds))
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_sweep(args: argparse.Namespace, axes) -> int:
+    """``vctrial run`` of a protocol with a sweep: one result dimension per swept key."""
+    from vctrial.results import format_sweep, write_netcdf
+    from vctrial.trial.design import run_sweep, sweep_protocols
+
+    out = _out_file(args.out)
+    sweep_protocols(args.protocol, axes)  # every point is valid before anything runs
+    ds = run_sweep(args.protocol, axes, args.replicates, args.seed, options=execution_options(args, out))
+    write_netcdf(ds, out)
+    print(format_sweep(ds, list(axes)))
+    print(f"wrote {out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``vctrial compare``: protocols on the same virtual patients, side by side."""
+    from vctrial.results import format_comparison, write_netcdf
+    from vctrial.trial.design import compare
+
+    out = _out_file(args.out)
+    ds = compare(args.protocols, args.replicates, args.seed, options=execution_options(args, out))
+    write_netcdf(ds, out)
+    print(format_comparison(ds))
+    print(f"wrote {out}")
+    return 0
+
+
+def _bounds(args: argparse.Namespace) -> int:
+    """``vctrial bounds``: group-sequential bounds by alpha spending, one look per line."""
+    from vctrial.trial.sequential import design, format_bounds
+
+    if args.fractions is not None:
+        fractions = args.fractions
+        if len(fractions) != args.looks:
+            raise SpecError("--fractions", "", f"give {args.looks} fractions (one per look), got {len(fractions)}")
+        if not (all(0 < f <= 1 for f in fractions) and all(b > a for a, b in zip(fractions, fractions[1:]))
+                and fractions[-1] == 1.0):
+            raise SpecError("--fractions", "", f"must increase within (0, 1] and end with 1, got {fractions}")
+    else:
+        fractions = [(k + 1) / args.looks for k in range(args.looks)]
+    if args.spending == "hsd" and args.gamma is None:
+        args.gamma = -4.0
+    if args.futility == "hsd" and args.futility_gamma is None:
+        args.futility_gamma = -2.0
+    b = design(fractions, args.alpha, args.spending, args.gamma, futility=args.futility, beta=args.beta,
+               futility_gamma=args.futility_gamma)
+    spend = args.spending + (f"(gamma={args.gamma:g})" if args.gamma is not None else "")
+    print(f"one-sided alpha {args.alpha:g}, {args.looks} looks, {spend} spending"
+          + (f"; non-binding futility by {args.futility} beta spending, beta {args.beta:g}" if args.futility else ""))
+    print(format_bounds(b))
+    return 0
+
+
+def _out_file(text: str) -> Path:
+    out = Path(text)
+    if out.is_dir():
+        raise SpecError(str(out), "", "--out must be a file name, not a folder")
+    return out
+
+
+def _run_population(args: argparse.Namespace) -> int:
+    """``vctrial run`` on a ``kind: population`` file: scenarios compared with the baseline."""
+    from vctrial.population.output import format_population_summary, run_population
+    from vctrial.results import write_netcdf
+    from vctrial.spec.population import load_population
+
+    world = load_population(args.protocol)
+    out = Path(args.out)
+    if out.is_dir():
+        raise SpecError(str(out), "", "--out must be a file name, not a folder")
+    ds = run_population(world, args.replicates, args.seed, options=execution_options(args, out))
+    write_netcdf(ds, out)
+    print(format_population_summary(ds))
     print(f"wrote {out}")
     return 0
 
@@ -31,16 +119,27 @@ def _validate(args: argparse.Namespace) -> int:
     from vctrial.spec.base import read_yaml
     from vctrial.spec.cohort import load_cohort
     from vctrial.spec.disease import load_disease
+    from vctrial.spec.population import load_population
     from vctrial.spec.protocol import load_protocol
 
     for file in args.files:
         data = read_yaml(file)
         kind = data.get("kind") if isinstance(data, dict) else None
-        loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol}
+        loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol,
+                   "population": load_population}
         if kind not in loaders:
             raise SpecError(file, "kind", f"must be one of {', '.join(loaders)}, got {kind!r}")
         loaders[kind](file)
         print(f"{file}: valid {kind}")
+    return 0
+
+
+def _twin(args: argparse.Namespace) -> int:
+    from vctrial.twin import run_command
+
+    print(run_command(args.patient, args.protocol, args.horizon_years, args.draws, args.seed, args.out,
+                      parameter_draws=args.parameter_draws, keep_ids=args.keep_ids, id_salt=args.id_salt,
+                      table=args.table, rank_by=args.rank_by, options=execution_options(args, args.out)))
     return 0
 
 
@@ -85,13 +184,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"vctrial {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="simulate replicates of a trial protocol and write a netCDF file")
+    run = sub.add_parser("run", help="simulate replicates of a trial protocol or population scenario file and write a netCDF file")
     run.add_argument("protocol", help="protocol YAML file")
     run.add_argument("--replicates", "-n", type=_positive, default=1000, help="number of simulated trials (default 1000)")
     run.add_argument("--seed", "-s", type=_seed, default=1, help="root random seed (default 1)")
     run.add_argument("--out", "-o", default="results.nc", help="output netCDF file (default results.nc)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument("--sweep", action="append", type=_sweep, metavar="KEY.PATH=V1,V2,...",
+                     help="vary a protocol key over values (repeatable; adds to the protocol's own sweep:); "
+                          "each key becomes a result dimension, e.g. arms.active.effects.0.hazard_ratio=0.7,0.8")
+    add_execution_options(run)
     run.set_defaults(func=_run)
+
+    cmp = sub.add_parser("compare", help="simulate several trial protocols on the same virtual patients, side by side")
+    cmp.add_argument("protocols", nargs="+", help="protocol YAML files")
+    cmp.add_argument("--replicates", "-n", type=_positive, default=1000, help="number of simulated trials (default 1000)")
+    cmp.add_argument("--seed", "-s", type=_seed, default=1, help="root random seed (default 1)")
+    cmp.add_argument("--out", "-o", default="comparison.nc", help="output netCDF file (default comparison.nc)")
+    cmp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_execution_options(cmp)
+    cmp.set_defaults(func=_compare)
+
+    bnd = sub.add_parser("bounds", help="group-sequential efficacy (and futility) bounds by Lan-DeMets spending")
+    bnd.add_argument("--looks", "-k", type=_positive, required=True, help="number of analyses, the final one included")
+    bnd.add_argument("--alpha", "-a", type=_probability, default=0.025, help="one-sided type I error (default 0.025)")
+    bnd.add_argument("--spending", choices=["obf", "pocock", "hsd", "power"], default="obf",
+                     help="alpha spending: Lan-DeMets O'Brien-Fleming or Pocock type, Hwang-Shih-DeCani, "
+                          "Kim-DeMets power (default obf)")
+    bnd.add_argument("--gamma", type=float, default=None, help="hsd gamma (default -4) or power exponent")
+    bnd.add_argument("--fractions", type=_fractions, default=None, metavar="F1,F2,...",
+                     help="information fractions of the looks (default equally spaced)")
+    bnd.add_argument("--futility", choices=["obf", "pocock", "hsd", "power"], default=None,
+                     help="add non-binding futility bounds by this beta spending")
+    bnd.add_argument("--beta", type=_probability, default=0.1, help="type II error for futility spending (default 0.1)")
+    bnd.add_argument("--futility-gamma", type=float, default=None, help="futility hsd gamma (default -2) or power exponent")
+    bnd.set_defaults(func=_bounds)
 
     val = sub.add_parser("validate", help="check cohort, disease or protocol files without running them")
     val.add_argument("files", nargs="+")
@@ -103,12 +230,95 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--dpi", type=_positive, default=110, help="resolution (default 110)")
     plot.set_defaults(func=_plot)
 
+    twin = sub.add_parser("twin", help="what may happen to one patient (YAML) or a batch (CSV) under each option")
+    twin.add_argument("patient", help="patient YAML file, or a CSV of patients (id, covariates, optional state)")
+    twin.add_argument("--protocol", "-p", required=True, help="protocol whose arms are the options")
+    twin.add_argument("--horizon-years", type=float, default=10.0, help="forecast horizon in years (default 10)")
+    twin.add_argument("--draws", "-n", type=_positive, default=None,
+                      help="simulations per option and patient (default 10000 for a patient, 1000 for a batch)")
+    twin.add_argument("--parameter-draws", type=_positive, default=None,
+                      help="draws of the uncertain effects (confidence intervals); must divide --draws "
+                           "(default: 1 without intervals, else about sqrt of --draws, at most 40)")
+    twin.add_argument("--seed", "-s", type=_seed, default=1, help="root random seed (default 1)")
+    twin.add_argument("--out", "-o", default="twin.nc", help="output netCDF file (default twin.nc)")
+    twin.add_argument("--table", help="batch: also write the ranked per-patient table as CSV")
+    twin.add_argument("--rank-by", help="batch: outcome ranking the benefit (an event, any_event, all_cause_death, "
+                                        "endpoint, life_years, qalys; default any_event)")
+    twin.add_argument("--keep-ids", action="store_true", help="write patient identifiers (default: a salted hash)")
+    twin.add_argument("--id-salt", help="salt of the identifier hash, to link outputs of several runs "
+                                        "(default: random per run; never recorded)")
+    twin.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_execution_options(twin)
+    twin.set_defaults(func=_twin)
+
     from vctrial.spec import KINDS
 
     schema = sub.add_parser("schema", help="print the JSON Schema of a file kind (for editors)")
     schema.add_argument("kind", choices=sorted(KINDS))
     schema.set_defaults(func=_schema)
     return p
+
+
+def add_execution_options(sub: argparse.ArgumentParser) -> None:
+    """The options of every command that runs simulations: where, resume, dashboard."""
+    g = sub.add_argument_group("execution")
+    g.add_argument("--workers", "-w", type=_workers, default=None,
+                   help="Ray workers on a local Ray instance started for the run and bound to 127.0.0.1; "
+                        "0 runs in this process without Ray; with --address, the most tasks run at once "
+                        "(default: all local cores, in-process unless the first chunk shows the run is long "
+                        "enough to pay for starting Ray)")
+    g.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="join an existing Ray cluster ('auto': the one started on this machine) instead of "
+                        "starting one")
+    g.add_argument("--resume", action="store_true",
+                   help="reuse the finished chunks an interrupted run of the same spec and seed left in "
+                        "OUT.parts/, compute the rest")
+    g.add_argument("--dashboard", action="store_true",
+                   help="start the Ray dashboard (127.0.0.1) with the local instance")
+    g.add_argument("--chunk-patients", type=_positive, default=None, metavar="N",
+                   help="about how many patients (replicates × sample size) one task simulates (default 200000); "
+                        "sets memory per task and the number of tasks, never the results")
+
+
+def execution_options(args: argparse.Namespace, out: str | Path | None = None):
+    """ExecOptions from the options ``add_execution_options`` defined; ``out`` is the command's output."""
+    from vctrial.execute import ExecOptions, RunError
+
+    if args.address is not None and args.dashboard:
+        raise RunError("--dashboard applies to a Ray instance the command starts, not to one joined with --address")
+    extra = {"chunk_patients": args.chunk_patients} if args.chunk_patients else {}
+    return ExecOptions(workers=args.workers, progress=not getattr(args, "quiet", False), address=args.address,
+                       out=out, resume=args.resume, dashboard=args.dashboard, **extra)
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _sweep(text: str):
+    from vctrial.trial.design import parse_sweep_option
+
+    try:
+        return parse_sweep_option(text)
+    except SpecError as err:
+        raise argparse.ArgumentTypeError(err.reason) from None
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {value}")
+    return value
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _positive(text: str) -> int:
@@ -125,13 +335,32 @@ def _seed(text: str) -> int:
     return value
 
 
+def _log_to_stderr(quiet: bool) -> None:
+    """Notes of the run (where it runs, chunks computed and reused) as ``vctrial: ...`` lines."""
+    log = logging.getLogger("vctrial")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("vctrial: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _log_to_stderr(getattr(args, "quiet", False))
     try:
         return args.func(args)
     except SpecError as err:
         print(f"vctrial: error: {err}", file=sys.stderr)
         return EXIT_SPEC
+    except Exception as err:
+        from vctrial.execute import RunError
+
+        if not isinstance(err, RunError):
+            raise
+        print(f"vctrial: error: {err}", file=sys.stderr)
+        return EXIT_RUN
     except KeyboardInterrupt:
         print("vctrial: interrupted; no output written", file=sys.stderr)
         return 130

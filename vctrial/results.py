@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,7 +34,28 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "km_survival": (("arm", "month"), "1", "Kaplan-Meier endpoint-free probability"),
     "biomarker_mean": (("arm", "visit_month"), "{biomarker_unit}", "mean observed biomarker in analysed patients"),
     "occupancy": (("arm", "month", "state"), "1", "fraction of all patients in each state had they all received the arm"),
+    "n_enrolled": (("arm",), "patients", "patients randomized by the analysis date (by the stopping look with interim analyses)"),
+    "imbalance": ((), "patients", "realized imbalance: patients on the active arm minus its allocation share of all randomized"),
+    "max_stratum_imbalance": ((), "patients", "largest |patients of an arm in a stratum - its allocation share of the stratum| over strata and arms"),
+    "site_randomized": (("site",), "patients", "patients randomized at each site"),
+    "site_screened": (("site",), "patients", "candidates screened at each site"),
+    "site_opened_month": (("site",), "months", "calendar month each site opened"),
+    "enrollment_months": ((), "months", "calendar month the last patient was randomized (NaN: enrollment closed first)"),
+    "stop_look": ((), "1", "look at which the trial stopped (1 = first)"),
+    "stop_reason": ((), "1", "why the trial stopped: 0 final analysis, 1 efficacy at an interim look, 2 futility at an interim look"),
+    "look_performed": (("look",), "1", "the look took place (not after the final analysis at the maximum duration)"),
+    "look_date_months": (("look",), "months", "calendar date of each look"),
+    "look_information": (("look",), "{info}", "information at each look"),
+    "look_fraction": (("look",), "1", "observed information fraction at each look"),
+    "look_z": (("look",), "1", "standardized statistic at each look (positive favours the active arm), whether or not the trial stopped before"),
+    "look_estimate": (("look",), "{unit}", "estimated {effect} at each look"),
+    "look_true_effect": (("look",), "{unit}", "counterfactual {effect} at each look's data cut"),
+    "look_n_enrolled": (("look",), "patients", "patients randomized by each look"),
+    "efficacy_bound": (("look",), "1", "efficacy bound on the z scale, recomputed at the observed information fractions"),
+    "futility_bound": (("look",), "1", "non-binding futility bound on the z scale (-inf: none)"),
 }
+
+FLAGS = {"stop_reason": ([0, 1, 2], "final efficacy futility")}
 
 
 def spec_hash(protocol: Protocol) -> str:
@@ -48,7 +70,11 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
     """Assemble per-replicate arrays into the documented Dataset layout."""
     spec = protocol.spec
     tte = spec.endpoint.type == "time_to_event"
-    if tte:
+    if tte and spec.analysis.method == "rmst":
+        tau = spec.analysis.tau_months
+        effect, unit = f"difference in restricted mean survival time to month {tau:g} (active - control)", "months"
+        bio_unit = ""
+    elif tte:
         effect, unit = "hazard ratio (active vs control)", "1"
         bio_unit = ""
     else:
@@ -66,14 +92,28 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
     for name, values in arrays.items():
         dims, units, long_name = VARIABLES[name]
         dims = ("replicate",) + tuple("step_month" if (d == "month" and name == "occupancy") else d for d in dims)
-        attrs = {"units": units.format(unit=unit, biomarker_unit=bio_unit),
+        attrs = {"units": units.format(unit=unit, biomarker_unit=bio_unit, info="events" if tte else "patients"),
                  "long_name": long_name.format(effect=effect)}
+        if name in FLAGS:
+            attrs.update(flag_values=FLAGS[name][0], flag_meanings=FLAGS[name][1])
         data_vars[name] = (dims, values, attrs)
     if "km_survival" in arrays:
         coords["month"] = ("month", np.arange(arrays["km_survival"].shape[2]) * 1.0, {"units": "months"})
     if "biomarker_mean" in arrays:
         coords["visit_month"] = ("visit_month", [0.0, spec.endpoint.visit_month], {"units": "months"})
     coords["step_month"] = ("step_month", np.arange(steps) * dt, {"units": "months", "long_name": "time since randomization"})
+    if spec.looks is not None:
+        K = len(spec.looks.information_fractions)
+        coords["look"] = ("look", np.arange(1, K + 1), {"long_name": "analysis number (the last is the final analysis)"})
+        coords["planned_fraction"] = ("look", np.asarray(spec.looks.information_fractions),
+                                      {"long_name": "planned information fraction"})
+    if spec.enrollment.sites:
+        from vctrial.trial.sites import site_labels
+
+        names, groups, regions = site_labels(spec.enrollment)
+        coords["site"] = ("site", list(names), {"long_name": "trial site (group:number)"})
+        coords["site_group"] = ("site", list(groups))
+        coords["site_region"] = ("site", list(regions))
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({
         "title": f"vctrial: {spec.name}",
@@ -88,17 +128,37 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         "vctrial_version": vctrial.__version__,
         "endpoint": spec.endpoint.label or spec.endpoint.type,
         "effect_measure": effect,
+        "effect_scale": "ratio" if tte and spec.analysis.method != "rmst" else "difference",
         "analysis": spec.analysis.method,
         "alpha": spec.analysis.alpha,
         "sided": spec.analysis.sided,
         "null_effect": int(protocol.is_null),
         "Conventions": "CF-1.8",
     })
+    if spec.looks is not None:
+        lk = spec.looks
+        fut = lk.futility
+        ds.attrs.update({
+            "information_fractions": list(lk.information_fractions),
+            "efficacy_spending": lk.efficacy.spending + (f"({lk.efficacy.gamma:g})" if lk.efficacy.gamma is not None else ""),
+            "futility": "none" if fut is None else (
+                f"beta spending {fut.spending}, beta {fut.beta:g}" if fut.type == "beta_spending"
+                else f"conditional power < {fut.threshold:g} (non-binding)"),
+        })
     return ds
 
 
+def parts_dir(path: str | Path) -> Path:
+    """Where a run writing ``path`` keeps its finished chunks until the final file is written."""
+    path = Path(path)
+    return path.with_name(path.name + ".parts")
+
+
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, renamed over the target when complete."""
+    """Write atomically: a temporary file in the same folder, renamed over the target when complete.
+
+    The run's part files (``parts_dir(path)``), no longer needed, are removed afterwards.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -115,6 +175,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    shutil.rmtree(parts_dir(path), ignore_errors=True)
     return path
 
 
@@ -134,6 +195,7 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
 
     Columns: value, lower, upper (95% Monte Carlo interval where it applies).
     """
+    ds = point(ds)
     n = ds.sizes["replicate"]
     rows: list[tuple[str, float, float, float]] = []
     reject = ds["reject"].values.astype(bool)
@@ -141,7 +203,7 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     lo, hi = binomial_interval(int(reject.sum()), n)
     rows.append((label, reject.mean(), lo, hi))
     est = ds["estimate"].values
-    ratio = ds.attrs.get("analysis") == "logrank"
+    ratio = is_ratio(ds)
     centre = np.log(est) if ratio else est
     truth = np.log(ds["true_effect"].values) if ratio else ds["true_effect"].values
     ok = np.isfinite(centre)
@@ -167,7 +229,57 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
         rows.append(("events at analysis (mean)", ev.mean(), np.nan, np.nan))
     rows.append(("randomized (mean)", ds["n_randomized"].sum("arm").values.mean(), np.nan, np.nan))
     rows.append(("analysed (mean)", ds["n_analysed"].sum("arm").values.mean(), np.nan, np.nan))
+    if "stop_look" in ds:
+        rows.extend(_sequential_rows(ds))
+    if "enrollment_months" in ds:
+        em = ds["enrollment_months"].values
+        done = np.isfinite(em)
+        lo, hi = binomial_interval(int(done.sum()), n)
+        rows.append(("enrollment completed", done.mean(), lo, hi))
+        if done.any():
+            rows.append(("enrollment duration (months, mean)", *_mean_interval(em[done])))
+    if "imbalance" in ds:
+        rows.append(("imbalance |active - share| (mean)", float(np.abs(ds["imbalance"].values).mean()), np.nan, np.nan))
+    if "max_stratum_imbalance" in ds:
+        rows.append(("max stratum imbalance (max)", float(ds["max_stratum_imbalance"].values.max()), np.nan, np.nan))
     return pd.DataFrame(rows, columns=["quantity", "value", "lower", "upper"]).set_index("quantity")
+
+
+def is_ratio(ds: xr.Dataset) -> bool:
+    """True when the effect is a hazard ratio (summarized on the log scale)."""
+    scale = ds.attrs.get("effect_scale")
+    return scale == "ratio" if scale is not None else ds.attrs.get("analysis") == "logrank"
+
+
+def _mean_interval(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its 95% normal Monte Carlo interval."""
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (np.nan, np.nan, np.nan)
+    m = float(x.mean())
+    half = 1.96 * float(x.std(ddof=1)) / np.sqrt(x.size) if x.size > 1 else np.nan
+    return (m, m - half, m + half)
+
+
+def _sequential_rows(ds: xr.Dataset) -> list[tuple[str, float, float, float]]:
+    """Probability of stopping at each look (and why), expected sample size, events and duration."""
+    n = ds.sizes["replicate"]
+    stop = ds["stop_look"].values
+    reason = ds["stop_reason"].values
+    rows = []
+    for k in ds["look"].values:
+        hits = int((stop == k).sum())
+        lo, hi = binomial_interval(hits, n)
+        rows.append((f"stop at look {int(k)}", hits / n, lo, hi))
+    for code, what in ((1, "efficacy"), (2, "futility")):
+        hits = int((reason == code).sum())
+        lo, hi = binomial_interval(hits, n)
+        rows.append((f"stopped early for {what}", hits / n, lo, hi))
+    rows.append(("expected patients (at stop)", *_mean_interval(ds["n_enrolled"].sum("arm").values.astype(float))))
+    if "n_events" in ds:
+        rows.append(("expected events (at stop)", *_mean_interval(ds["n_events"].sum("arm").values.astype(float))))
+    rows.append(("expected duration (months)", *_mean_interval(ds["duration_months"].values)))
+    return rows
 
 
 def format_summary(ds: xr.Dataset) -> str:
@@ -179,4 +291,201 @@ def format_summary(ds: xr.Dataset) -> str:
     for name, row in table.iterrows():
         interval = "" if np.isnan(row["lower"]) else f"   (95% MC interval {row['lower']:.4g} to {row['upper']:.4g})"
         lines.append(f"  {name:<32s} {row['value']:>10.4g}{interval}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Several protocols or sweep points in one Dataset.
+# --------------------------------------------------------------------------------------------
+
+VARYING = "varying_attrs"
+
+
+def _attr_value(v):
+    """An attribute as a netCDF-storable scalar (lists become JSON text)."""
+    import json
+
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v)
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    return v
+
+
+def stack(datasets: list[xr.Dataset], dims: dict[str, list]) -> xr.Dataset:
+    """Stack results Datasets along new dimensions (``protocol``, or one per swept parameter).
+
+    ``datasets`` are in C order over the product of ``dims``' values. Attributes equal in all
+    of them stay attributes; those that differ (protocol text, null effect...) become variables
+    along the new dimensions, listed in ``attrs["varying_attrs"]``; :func:`point` restores them
+    for one selected point. Variables some datasets lack (e.g. per-look outputs of a design
+    without looks) are filled with NaN.
+    """
+    import json
+
+    datasets = [d.assign_attrs(point_variables=json.dumps(sorted(map(str, d.data_vars)))) for d in datasets]
+    keys: list[str] = []
+    for d in datasets:
+        keys.extend(k for k in d.attrs if k not in keys)
+    first = datasets[0].attrs
+    common = {k: first[k] for k in keys
+              if all(k in d.attrs and _attr_value(d.attrs[k]) == _attr_value(first.get(k)) for d in datasets)}
+    varying = [k for k in keys if k not in common]
+    parts = []
+    for d in datasets:
+        extra = {k: _attr_value(d.attrs.get(k, "")) for k in varying}
+        d = d.copy()
+        d.attrs = {}
+        for k, v in extra.items():
+            d[k] = ((), v, {"long_name": f"attribute {k} of each point"})
+        parts.append(d)
+    names = list(dims)
+    if len(names) == 1:
+        out = xr.concat(parts, dim=pd.Index(list(dims[names[0]]), name=names[0]), join="outer",
+                        data_vars="all", coords="different", compat="equals")
+    else:
+        index = pd.MultiIndex.from_product([list(v) for v in dims.values()], names=names)
+        out = xr.concat(parts, dim="point", join="outer", data_vars="all", coords="different", compat="equals")
+        out = out.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "point")).unstack("point")
+    out = out.transpose(*names, "replicate", ...)
+    out.attrs = dict(common)
+    out.attrs[VARYING] = varying
+    return out
+
+
+def point(ds: xr.Dataset) -> xr.Dataset:
+    """One protocol or sweep point of a stacked Dataset, with its own attributes restored.
+
+    A Dataset that is not stacked is returned unchanged. Select a single value of every stacked
+    dimension first (e.g. ``ds.sel(protocol="gs")``).
+    """
+    varying = ds.attrs.get(VARYING)
+    if varying is None:
+        return ds
+    if isinstance(varying, str):
+        varying = [varying]
+    varying = list(varying)
+    stacked = {d for k in varying if k in ds for d in ds[k].dims}
+    if stacked:
+        raise ValueError(f"select one point of {', '.join(sorted(stacked))} first (e.g. ds.sel(...))")
+    import json
+
+    out = ds.drop_vars([k for k in varying if k in ds])
+    out.attrs = {k: v for k, v in ds.attrs.items() if k != VARYING}
+    for k in varying:
+        if k in ds:
+            out.attrs[k] = ds[k].values.item()
+    own = out.attrs.pop("point_variables", None)
+    if own is not None:  # drop the variables other points had and this one did not (NaN padding)
+        out = out[[v for v in json.loads(own) if v in out.data_vars]]
+    return out
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mean paired difference b - a over replicates with its 95% Monte Carlo interval."""
+    d = (b.astype(float) - a.astype(float))
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return (np.nan, np.nan, np.nan)
+    m = float(d.mean())
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(d.size)
+    return (m, m - half, m + half)
+
+
+def _paired_quantities(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Per-replicate quantities whose paired differences a comparison reports."""
+    q = {"rejection rate": ds["reject"].values.astype(float)}
+    est = ds["estimate"].values.astype(float)
+    q["estimate (log HR)" if is_ratio(ds) else "estimate"] = np.log(est) if is_ratio(ds) else est
+    q["duration (months)"] = ds["duration_months"].values.astype(float)
+    if "n_events" in ds:
+        q["events"] = ds["n_events"].sum("arm").values.astype(float)
+    patients = ds["n_enrolled"] if "n_enrolled" in ds else ds["n_randomized"]
+    q["patients"] = patients.sum("arm").values.astype(float)
+    return q
+
+
+def compare_table(ds: xr.Dataset, dim: str = "protocol") -> pd.DataFrame:
+    """Side-by-side operating characteristics of stacked protocols, and paired differences from the first.
+
+    Columns: each protocol's value; for each later protocol, ``<name> - <first>`` with its
+    ``lower``/``upper`` 95% Monte Carlo interval. Differences are over the same replicates, i.e.
+    the same virtual patients (common random numbers), hence paired.
+    """
+    labels = [str(v) for v in ds[dim].values]
+    points = [point(ds.isel({dim: i})) for i in range(len(labels))]
+    tables = [summarize(p)["value"].rename(lbl) for p, lbl in zip(points, labels)]
+    side = pd.concat(tables, axis=1)
+    base = _paired_quantities(points[0])
+    rows = {}
+    for p, lbl in zip(points[1:], labels[1:]):
+        other = _paired_quantities(p)
+        for name, values in base.items():
+            if name in other:
+                m, lo, hi = _paired(values, other[name])
+                rows.setdefault(name, {}).update({f"{lbl} - {labels[0]}": m, f"{lbl} lower": lo, f"{lbl} upper": hi})
+    diffs = pd.DataFrame.from_dict(rows, orient="index")
+    diffs.index = ["paired difference: " + i for i in diffs.index]
+    return pd.concat([side, diffs], axis=0, sort=False)
+
+
+def format_comparison(ds: xr.Dataset, dim: str = "protocol") -> str:
+    """The printed comparison: one column per protocol, then paired differences from the first."""
+    labels = [str(v) for v in ds[dim].values]
+    table = compare_table(ds, dim)
+    width = max(12, *(len(x) for x in labels))
+    lines = [f"{len(labels)} protocols on the same {ds.sizes['replicate']} sets of virtual patients, "
+             f"seed {ds.attrs.get('seed')}",
+             f"  {'':<34s}" + "".join(f"{x:>{width + 2}s}" for x in labels)]
+    for name in table.index:
+        if name.startswith("paired difference: "):
+            continue
+        vals = [table.loc[name, x] if x in table.columns else np.nan for x in labels]
+        lines.append(f"  {name:<34s}" + "".join(f"{v:>{width + 2}.4g}" for v in vals))
+    if len(labels) > 1:
+        lines.append(f"paired differences from {labels[0]} (95% Monte Carlo interval):")
+        for name in table.index:
+            if not name.startswith("paired difference: "):
+                continue
+            cells = []
+            for x in labels[1:]:
+                col = f"{x} - {labels[0]}"
+                if col in table.columns and np.isfinite(table.loc[name, col]):
+                    cells.append(f"{x}: {table.loc[name, col]:+.4g} ({table.loc[name, f'{x} lower']:+.4g} to "
+                                 f"{table.loc[name, f'{x} upper']:+.4g})")
+            lines.append(f"  {name.removeprefix('paired difference: '):<20s} " + "; ".join(cells))
+    return "\n".join(lines)
+
+
+def sweep_table(ds: xr.Dataset, dims: list[str]) -> pd.DataFrame:
+    """One row per sweep point: rejection rate with its Wilson interval, mean duration, events, patients."""
+    rows = []
+    index = pd.MultiIndex.from_product([list(ds[d].values) for d in dims], names=dims)
+    for values in index:
+        p = point(ds.sel(dict(zip(dims, values if isinstance(values, tuple) else (values,)))))
+        n = p.sizes["replicate"]
+        rej = p["reject"].values.astype(bool)
+        lo, hi = binomial_interval(int(rej.sum()), n)
+        q = _paired_quantities(p)
+        rows.append({"null": int(p.attrs.get("null_effect", 0)), "rejection rate": rej.mean(), "lower": lo, "upper": hi,
+                     "duration (months)": np.nanmean(q["duration (months)"]),
+                     "events": np.nanmean(q["events"]) if "events" in q else np.nan,
+                     "patients": np.nanmean(q["patients"])})
+    return pd.DataFrame(rows, index=index)
+
+
+def format_sweep(ds: xr.Dataset, dims: list[str]) -> str:
+    """The printed sweep: one line per point (type I error where the effect is null, else power)."""
+    table = sweep_table(ds, dims)
+    w = [max(len(d), *(len(str(v)) for v in ds[d].values)) for d in dims]
+    lines = [f"sweep over {', '.join(dims)}: {len(table)} points x {ds.sizes['replicate']} replicates, "
+             f"seed {ds.attrs.get('seed')}",
+             "  " + "  ".join(f"{d:>{wd}s}" for d, wd in zip(dims, w)) + f"  {'rejection':>10s}  {'95% MC interval':>17s}"
+             f"  {'months':>7s}  {'events':>7s}  {'patients':>8s}"]
+    for values, row in table.iterrows():
+        values = values if isinstance(values, tuple) else (values,)
+        what = " (type I)" if row["null"] else ""
+        lines.append("  " + "  ".join(f"{str(v):>{wd}s}" for v, wd in zip(values, w))
+                     + f"  {row['rejection rate']:>10.4f}  {row['lower']:>8.4f}-{row['upper']:<8.4f}"
+                     + f"  {row['duration (months)']:>7.1f}  {row['events']:>7.1f}  {row['patients']:>8.1f}{what}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ KINDS: dict[str, str] = {
     "cohort": "vctrial.spec.cohort:CohortSpec",
     "disease": "vctrial.spec.disease:DiseaseSpec",
     "trial": "vctrial.spec.protocol:TrialProtocol",
+    "population": "vctrial.spec.population:PopulationSpec",
 }
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import pydantic
 from pydantic import Field
@@ -15,11 +16,97 @@ from vctrial.spec.disease import DiseaseSpec, load_disease
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
+class EffectPiece(StrictModel):
+    """A hazard ratio on a period of treatment time, up to ``until_month``."""
+
+    until_month: float = Field(gt=0.0, description="end of the period, months since the start of treatment")
+    hazard_ratio: float = Field(gt=0.0)
+
+
+class Waning(StrictModel):
+    """A fading effect: after ``start_month`` of treatment the log hazard ratio halves every half-life."""
+
+    start_month: float = Field(ge=0.0)
+    half_life_months: float = Field(gt=0.0)
+
+
 class HazardEffect(StrictModel):
-    """Multiplies the hazard of one named transition of the disease model."""
+    """Multiplies the hazard of one named transition of the disease model.
+
+    ``hazard_ratio_ci`` (optional, e.g. a published 95% interval) makes the hazard ratio uncertain:
+    the patient twin draws it per parameter draw from a lognormal centred on ``hazard_ratio``
+    whose central 95% spans the interval.
+    """
 
     transition: str
     hazard_ratio: float = Field(gt=0.0)
+    hazard_ratio_ci: tuple[float, float] | None = Field(None, description="95% confidence interval [lower, upper]")
+
+    @pydantic.field_validator("hazard_ratio_ci", mode="before")
+    @classmethod
+    def _pair(cls, value):
+        return _interval_pair(value)
+
+
+    @pydantic.field_validator("hazard_ratio_ci")
+    @classmethod
+    def _ci_around_estimate(cls, ci, info: pydantic.ValidationInfo):
+        if ci is not None:
+            if not 0.0 < ci[0] < ci[1]:
+                raise ValueError(f"must be [lower, upper] with 0 < lower < upper, got {list(ci)}")
+            hr = info.data.get("hazard_ratio")
+            if hr is not None and not ci[0] <= hr <= ci[1]:
+                raise ValueError(f"{list(ci)} does not contain hazard_ratio {hr}")
+        return ci
+
+class TrialHazardEffect(HazardEffect):
+    """A hazard effect of a trial arm, which may change with the time since the start of treatment
+    (randomization, or the switch for a crossing-over patient): a delay with hazard ratio 1,
+    piecewise periods, waning."""
+
+    delay_months: float = Field(0.0, ge=0.0, description="delayed effect: hazard ratio 1 for this long after "
+                                "the start of treatment, hazard_ratio after")
+    piecewise: list[EffectPiece] = Field([], description="hazard ratios on successive periods of treatment time "
+                                         "before hazard_ratio applies (instead of delay_months)")
+    waning: Waning | None = Field(None, description="after start_month of treatment the log hazard ratio halves "
+                                  "every half_life_months")
+
+    @pydantic.model_validator(mode="after")
+    def _time_profile(self) -> TrialHazardEffect:
+        if self.piecewise and self.delay_months:
+            raise ValueError("piecewise: give either delay_months or piecewise, not both")
+        ends = [p.until_month for p in self.piecewise]
+        if any(b <= a for a, b in zip(ends, ends[1:])):
+            raise ValueError(f"piecewise: until_month must increase, got {ends}")
+        if self.waning is not None and self.waning.start_month < self.onset_months:
+            raise ValueError(f"waning.start_month: must be at or after the end of the delay/pieces "
+                             f"({self.onset_months:g} months), got {self.waning.start_month:g}")
+        return self
+
+    @property
+    def onset_months(self) -> float:
+        """Treatment time from which ``hazard_ratio`` applies."""
+        return self.piecewise[-1].until_month if self.piecewise else self.delay_months
+
+    @property
+    def time_varying(self) -> bool:
+        return bool(self.piecewise or self.delay_months or self.waning)
+
+    def hazard_ratio_at(self, months) -> Any:
+        """Hazard ratio at each time since the start of treatment (months, array-like)."""
+        import numpy as np
+
+        t = np.asarray(months, dtype=np.float64)
+        hr = np.full(t.shape, self.hazard_ratio)
+        if self.delay_months:
+            hr = np.where(t < self.delay_months, 1.0, hr)
+        for piece in reversed(self.piecewise):
+            hr = np.where(t < piece.until_month, piece.hazard_ratio, hr)
+        if self.waning is not None:
+            w = self.waning
+            fade = np.exp2(-np.maximum(t - w.start_month, 0.0) / w.half_life_months)
+            hr = np.where(t > w.start_month, np.exp(math.log(self.hazard_ratio) * fade), hr)
+        return hr
 
 
 class BiomarkerEffect(StrictModel):
@@ -28,9 +115,41 @@ class BiomarkerEffect(StrictModel):
     biomarker: str
     shift: float = Field(0.0, description="additive change after baseline, in the biomarker's unit")
     slope_change_per_year: float = Field(0.0, description="change of slope, unit per year")
+    shift_ci: tuple[float, float] | None = Field(
+        None, description="95% confidence interval of shift; the twin draws it from a normal centred on shift")
+
+    @pydantic.field_validator("shift_ci", mode="before")
+    @classmethod
+    def _pair(cls, value):
+        return _interval_pair(value)
+
+    @pydantic.field_validator("shift_ci")
+    @classmethod
+    def _ci_around_shift(cls, ci, info: pydantic.ValidationInfo):
+        shift = info.data.get("shift", 0.0)
+        if ci is not None and not (ci[0] < ci[1] and ci[0] <= shift <= ci[1]):
+            raise ValueError(f"must be [lower, upper] with lower < upper around shift {shift}, got {list(ci)}")
+        return ci
 
 
-Effect = Annotated[Union[HazardEffect, BiomarkerEffect], Field(union_mode="left_to_right")]
+def _interval_pair(value):
+    """A confidence interval is written as a list of two numbers."""
+    if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 2):
+        got = f", got {list(value)!r}" if isinstance(value, (list, tuple)) else ""
+        raise ValueError("must be a list of two numbers [lower, upper]" + got)
+    return value
+
+
+def _effect_kind(value) -> str:
+    """An effect naming a biomarker is a BiomarkerEffect, any other a HazardEffect (errors then name its keys)."""
+    if isinstance(value, dict):
+        return "BiomarkerEffect" if "biomarker" in value else "HazardEffect"
+    return type(value).__name__
+
+
+Effect = Annotated[Union[Annotated[TrialHazardEffect, pydantic.Tag("HazardEffect")],
+                         Annotated[BiomarkerEffect, pydantic.Tag("BiomarkerEffect")]],
+                   pydantic.Discriminator(_effect_kind)]
 
 
 class Arm(StrictModel):
@@ -39,15 +158,79 @@ class Arm(StrictModel):
     effects: list[Effect] = []
 
 
+class CutStratum(StrictModel):
+    """A numeric covariate cut into strata at the given points (e.g. age cuts [65, 75])."""
+
+    covariate: str
+    cuts: list[float] = Field(min_length=1)
+
+    @pydantic.field_validator("cuts")
+    @classmethod
+    def _increasing(cls, cuts: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(cuts, cuts[1:])):
+            raise ValueError(f"must increase, got {cuts}")
+        return cuts
+
+
 class Randomization(StrictModel):
+    """Simple or permuted-block randomization, optionally stratified."""
+
     method: Literal["permuted_block", "simple"] = "permuted_block"
     block_size: int | None = Field(None, ge=1, description="multiple of the allocation total; default 2× it")
+    block_sizes: list[int] | None = Field(None, min_length=1, description="sizes drawn at random, one per block "
+                                          "(e.g. [4, 6]); each a multiple of the allocation total")
+    strata: list[Union[str, CutStratum]] = Field(
+        [], description="permuted blocks within each stratum: binary or categorical covariates by name, "
+        "'site', 'region', or {covariate, cuts} for a numeric covariate")
+
+
+class SiteGroup(StrictModel):
+    """Trial sites sharing a region and a recruitment profile (each site is a Mesa agent)."""
+
+    name: str = Field(pattern=_NAME)
+    region: str = Field("", description="region label (default: the group's name)")
+    count: int = Field(ge=1, le=10_000, description="number of sites in the group")
+    activation_months: tuple[float, float] = Field(
+        (0.0, 0.0), description="each site opens at a uniform date in [first, last] (ramp-up)")
+    screening_rate_per_month: float = Field(gt=0.0, description="mean candidates screened per month by an open site")
+    rate_cv: float = Field(0.0, ge=0.0, le=5.0, description="between-site coefficient of variation of the rate "
+                           "(gamma-distributed; 0 = identical sites)")
+    cap: int | None = Field(None, ge=1, description="most patients one site randomizes")
+
+    @pydantic.field_validator("activation_months", mode="before")
+    @classmethod
+    def _pair(cls, value):
+        return _interval_pair(value)
+
+    @pydantic.field_validator("activation_months")
+    @classmethod
+    def _ordered(cls, window):
+        if not 0.0 <= window[0] <= window[1]:
+            raise ValueError(f"must be [first, last] with 0 <= first <= last, got {list(window)}")
+        return window
 
 
 class Enrollment(StrictModel):
-    """Uniform accrual: patients enter at the order statistics of uniforms over the period."""
+    """Uniform accrual over ``duration_months``, or recruitment by ``sites`` on a calendar.
 
-    duration_months: float = Field(gt=0.0)
+    Uniform accrual: patients enter at the order statistics of uniforms over the period. Sites:
+    each open site screens candidates as a Poisson process; candidates meeting the cohort's
+    eligibility are randomized; the trial calendar advances in ``calendar_step_months`` steps.
+    """
+
+    duration_months: float | None = Field(None, gt=0.0)
+    sites: list[SiteGroup] = Field([], description="site groups (instead of duration_months)")
+    calendar_step_months: float = Field(0.25, gt=0.0, le=3.0, description="step of the sites' calendar")
+    max_duration_months: float = Field(120.0, gt=0.0, description="with sites: enrollment closes by this date")
+
+    @pydantic.model_validator(mode="after")
+    def _one_mode(self) -> Enrollment:
+        if (self.duration_months is None) == (not self.sites):
+            raise ValueError("give either duration_months (uniform accrual) or sites, not both")
+        names = [g.name for g in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError("sites: duplicate site group name")
+        return self
 
 
 class FixedFollowUp(StrictModel):
@@ -68,10 +251,61 @@ class EventDrivenFollowUp(StrictModel):
 FollowUp = Annotated[Union[FixedFollowUp, EventDrivenFollowUp], Field(discriminator="type")]
 
 
-class Dropout(StrictModel):
-    """Loss to follow-up at a constant hazard; dropped-out patients are censored."""
+class RatePiece(StrictModel):
+    """A constant rate on a period of follow-up, up to ``until_month``."""
 
-    rate_per_year: float = Field(0.0, ge=0.0)
+    until_month: float = Field(gt=0.0, description="end of the period, months since randomization")
+    rate_per_year: float = Field(ge=0.0)
+
+
+class Dropout(StrictModel):
+    """Loss to follow-up (exponential, or piecewise exponential); dropped-out patients are censored."""
+
+    rate_per_year: float = Field(0.0, ge=0.0, description="the hazard (after the last piece, if any)")
+    piecewise: list[RatePiece] = Field([], description="hazards on successive periods before rate_per_year applies")
+
+    @pydantic.field_validator("piecewise")
+    @classmethod
+    def _increasing(cls, pieces: list[RatePiece]) -> list[RatePiece]:
+        ends = [p.until_month for p in pieces]
+        if any(b <= a for a, b in zip(ends, ends[1:])):
+            raise ValueError(f"until_month must increase, got {ends}")
+        return pieces
+
+    def rates(self) -> tuple[list[float], list[float]]:
+        """(period ends in months, rates per month); the last period is open-ended."""
+        return ([p.until_month for p in self.piecewise],
+                [p.rate_per_year / 12.0 for p in self.piecewise] + [self.rate_per_year / 12.0])
+
+
+class Discontinuation(StrictModel):
+    """Patients on an active arm stop treatment at this hazard; their hazards revert to the control's."""
+
+    rate_per_year: float = Field(gt=0.0)
+
+
+class NonAdherence(StrictModel):
+    """A share of the patients randomized to an active arm never take the treatment."""
+
+    fraction: float = Field(gt=0.0, lt=1.0)
+
+
+class Crossover(StrictModel):
+    """Patients of ``from_arm`` switch to ``to_arm``'s treatment after a disease event."""
+
+    after_event: str = Field(description="the disease event (transition) that triggers the switch")
+    from_arm: str | None = Field(None, description="default: the first (control) arm")
+    to_arm: str | None = Field(None, description="default: the second (active) arm")
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of eligible patients who switch")
+    delay_months: float = Field(0.0, ge=0.0, description="time from the event to the switch")
+
+
+class Conduct(StrictModel):
+    """How treatment is actually taken. Switches act from the start of the next model time step."""
+
+    discontinuation: Discontinuation | None = None
+    non_adherence: NonAdherence | None = None
+    crossover: Crossover | None = None
 
 
 class TimeToEventEndpoint(StrictModel):
@@ -94,15 +328,70 @@ class BiomarkerChangeEndpoint(StrictModel):
 Endpoint = Annotated[Union[TimeToEventEndpoint, BiomarkerChangeEndpoint], Field(discriminator="type")]
 
 
-class Analysis(StrictModel):
-    """logrank: log-rank test, Cox hazard ratio; ancova: change ~ arm + baseline."""
+TTE_METHODS = ("logrank", "fleming_harrington", "maxcombo", "rmst")
 
-    method: Literal["logrank", "ancova"]
+
+class Analysis(StrictModel):
+    """The primary analysis.
+
+    logrank: log-rank test, Cox hazard ratio; fleming_harrington: weighted log-rank G(rho, gamma),
+    Cox hazard ratio; maxcombo: the most extreme of several G(rho, gamma), Cox hazard ratio; rmst:
+    difference of restricted mean survival time up to tau_months; ancova: change ~ arm + baseline.
+    """
+
+    method: Literal["logrank", "fleming_harrington", "maxcombo", "rmst", "ancova"]
+    rho: float = Field(0.0, ge=0.0, description="fleming_harrington: weight S(t-)^rho (1 - S(t-))^gamma")
+    gamma: float = Field(0.0, ge=0.0, description="fleming_harrington: see rho")
+    combos: list[tuple[float, float]] = Field(
+        [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)], min_length=1,
+        description="maxcombo: the (rho, gamma) pairs")
+    tau_months: float | None = Field(None, gt=0.0, description="rmst: restriction time")
     alpha: float = Field(0.025, gt=0.0, lt=0.5)
     sided: Literal["one", "two"] = "one"
     confidence_level: float = Field(0.95, gt=0.5, lt=1.0)
     benefit: Literal["lower", "higher"] = Field(
         "lower", description="direction of benefit of the estimate (time-to-event: lower hazard)")
+
+
+class EfficacyBound(StrictModel):
+    """Efficacy bounds by Lan–DeMets alpha spending (obf, pocock, hsd with gamma, power with gamma)."""
+
+    spending: Literal["obf", "pocock", "hsd", "power"] = "obf"
+    gamma: float | None = Field(None, description="hsd (default -4) or power (default 1) parameter")
+
+
+class BetaSpendingFutility(StrictModel):
+    """Non-binding futility bounds by beta spending under the drift at which the design has power 1 - beta."""
+
+    type: Literal["beta_spending"]
+    spending: Literal["obf", "pocock", "hsd", "power"] = "hsd"
+    gamma: float | None = Field(None, description="hsd (default -2) or power (default 1) parameter")
+    beta: float = Field(0.1, gt=0.0, lt=0.5)
+
+
+class ConditionalPowerFutility(StrictModel):
+    """Non-binding futility: stop when conditional power under the current trend is below threshold."""
+
+    type: Literal["conditional_power"]
+    threshold: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+Futility = Annotated[Union[BetaSpendingFutility, ConditionalPowerFutility], Field(discriminator="type")]
+
+
+class Looks(StrictModel):
+    """Group-sequential analyses at information fractions (events, or patients with the visit)."""
+
+    information_fractions: list[float] = Field(min_length=2, description="increasing, the last 1.0 (the final analysis)")
+    efficacy: EfficacyBound = EfficacyBound()
+    futility: Futility | None = None
+
+    @pydantic.field_validator("information_fractions")
+    @classmethod
+    def _fractions(cls, f: list[float]) -> list[float]:
+        if not (all(0.0 < x <= 1.0 for x in f) and all(b > a for a, b in zip(f, f[1:])) and f[-1] == 1.0):
+            raise ValueError(f"must increase within (0, 1] and end with 1.0, got {f}")
+        return f
 
 
 class TrialProtocol(StrictModel):
@@ -119,8 +408,12 @@ class TrialProtocol(StrictModel):
     enrollment: Enrollment
     follow_up: FollowUp
     dropout: Dropout = Dropout()
+    conduct: Conduct = Conduct()
     endpoint: Endpoint
     analysis: Analysis
+    looks: Looks | None = Field(None, description="interim analyses (group-sequential design)")
+    sweep: dict[str, list[Any]] = Field(
+        {}, description="design parameters to vary, {dotted.key.path: [values]}; each becomes a result dimension")
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> TrialProtocol:
@@ -129,22 +422,64 @@ class TrialProtocol(StrictModel):
         if self.arms[0].effects:
             raise ValueError("arms[0].effects: the first arm is the control and takes no effects")
         tte = self.endpoint.type == "time_to_event"
-        if tte != (self.analysis.method == "logrank"):
-            want = "logrank" if tte else "ancova"
+        method = self.analysis.method
+        if tte != (method in TTE_METHODS):
+            want = ", ".join(TTE_METHODS) if tte else "ancova"
             raise ValueError(f"analysis.method: a {self.endpoint.type} endpoint is analysed by {want}")
         if tte and self.analysis.benefit != "lower":
             raise ValueError("analysis.benefit: for a time-to-event endpoint benefit is a lower hazard ('lower')")
+        if method == "rmst" and self.analysis.tau_months is None:
+            raise ValueError("analysis.tau_months: rmst needs a restriction time")
+        if method == "rmst" and self.analysis.tau_months > self.horizon_months:
+            raise ValueError(f"analysis.tau_months: must not exceed the follow-up ({self.horizon_months:g} months)")
+        if any(r < 0 or g < 0 for r, g in self.analysis.combos):
+            raise ValueError("analysis.combos: rho and gamma must be >= 0")
         if not tte and self.follow_up.type == "event_driven":
             raise ValueError("follow_up.type: event_driven needs a time_to_event endpoint")
-        bs = self.randomization.block_size
         total = sum(a.allocation for a in self.arms)
-        if bs is not None and bs % total:
-            raise ValueError(f"randomization.block_size: must be a multiple of the allocation total {total}, got {bs}")
+        rnd = self.randomization
+        if rnd.block_size is not None and rnd.block_sizes is not None:
+            raise ValueError("randomization.block_sizes: give block_size or block_sizes, not both")
+        for i, bs in enumerate(rnd.block_sizes or [rnd.block_size or total]):
+            if bs < 1 or bs % total:
+                where = f"block_sizes[{i}]" if rnd.block_sizes else "block_size"
+                raise ValueError(f"randomization.{where}: must be a multiple of the allocation total {total}, got {bs}")
+        if rnd.strata and rnd.method != "permuted_block":
+            raise ValueError("randomization.strata: stratification needs method permuted_block")
+        for i, st in enumerate(rnd.strata):
+            if st in ("site", "region") and not self.enrollment.sites:
+                raise ValueError(f"randomization.strata[{i}]: stratifying by {st} needs enrollment.sites")
+        if self.looks is not None:
+            if self.analysis.sided != "one":
+                raise ValueError("analysis.sided: group-sequential bounds are one-sided; use sided: one "
+                                 "with alpha the one-sided level")
+            if method not in ("logrank", "ancova"):
+                raise ValueError(f"looks: interim analyses use the canonical joint distribution of log-rank or "
+                                 f"ANCOVA statistics; analysis.method {method} is not supported with looks")
+            if tte and self.follow_up.type != "event_driven":
+                raise ValueError("looks: time-to-event looks are at event counts; use follow_up type event_driven")
+        co = self.conduct.crossover
+        if co is not None:
+            names = [a.name for a in self.arms]
+            src, dst = co.from_arm or names[0], co.to_arm or names[1]
+            for key, arm in (("from_arm", src), ("to_arm", dst)):
+                if arm not in names:
+                    raise ValueError(f"conduct.crossover.{key}: unknown arm {arm!r} (arms: {', '.join(names)})")
+            if src == dst:
+                raise ValueError("conduct.crossover.to_arm: must differ from from_arm")
+        for key, values in self.sweep.items():
+            if not key or not values:
+                raise ValueError(f"sweep: {key!r} needs a non-empty list of values")
         return self
 
     @property
     def block_size(self) -> int:
         return self.randomization.block_size or 2 * sum(a.allocation for a in self.arms)
+
+    @property
+    def block_sizes(self) -> list[int]:
+        """The block sizes permuted blocks are drawn from."""
+        return list(self.randomization.block_sizes or [self.block_size])
 
     @property
     def horizon_months(self) -> float:
@@ -167,7 +502,8 @@ class Protocol:
     def is_null(self) -> bool:
         """True when the active arm has no effect at all (then rejections are type I errors)."""
         for e in self.spec.arms[1].effects:
-            if isinstance(e, HazardEffect) and e.hazard_ratio != 1.0:
+            if isinstance(e, HazardEffect) and (e.hazard_ratio != 1.0
+                                                or any(p.hazard_ratio != 1.0 for p in getattr(e, "piecewise", []))):
                 return False
             if isinstance(e, BiomarkerEffect) and (e.shift != 0.0 or e.slope_change_per_year != 0.0):
                 return False
@@ -200,6 +536,7 @@ def _apply(data, overrides: dict, path: Path):
         for part in parts[:-1]:
             node = _child(node, part, dotted, path)
         last = parts[-1]
+        value = copy.deepcopy(value)  # later overrides below this key must not edit the caller's object
         if isinstance(node, list):
             node[_index(node, last, dotted, path)] = value
         elif isinstance(node, dict):
@@ -210,7 +547,10 @@ def _apply(data, overrides: dict, path: Path):
 
 
 def _child(node, part: str, dotted: str, path: Path):
-    if isinstance(node, dict) and part in node:
+    if isinstance(node, dict) and part in node and node[part] is not None:
+        return node[part]
+    if isinstance(node, dict):  # a block left to its defaults: create it (strict validation catches typos)
+        node[part] = {}
         return node[part]
     if isinstance(node, list):
         return node[_index(node, part, dotted, path)]
@@ -258,8 +598,35 @@ def _cross_check(path: Path, spec: TrialProtocol, cohort, disease: DiseaseSpec) 
                         f"unknown biomarker {ep.biomarker!r} (disease has: {', '.join(sorted(biomarkers)) or 'none'})")
     elif ep.visit_month > spec.horizon_months:
         raise SpecError(file, "endpoint.visit_month", "is after the end of follow-up")
+    co = spec.conduct.crossover
+    if co is not None and co.after_event not in events:
+        raise SpecError(file, "conduct.crossover.after_event",
+                        f"unknown event {co.after_event!r} (disease has: {', '.join(events)})")
+    _check_strata(file, spec, cohort)
     known = set(cohort.names) | {f"{name}[{level}]" for name, levels in cohort.levels().items() for level in levels}
     for key, col in disease.covariates_used():
         if col not in known:
             raise SpecError(str(disease.path), key,
                             f"cohort {spec.cohort} has no covariate {col!r} (has: {', '.join(sorted(known))})")
+
+
+def _check_strata(file: str, spec: TrialProtocol, cohort) -> None:
+    """Strata name binary or categorical covariates, or cut numeric ones."""
+    from vctrial.spec.cohort import BinaryCovariate, CategoricalCovariate
+
+    for i, st in enumerate(spec.randomization.strata):
+        where = f"randomization.strata[{i}]"
+        if isinstance(st, CutStratum):
+            if st.covariate not in cohort.names:
+                raise SpecError(file, where + ".covariate",
+                                f"cohort has no covariate {st.covariate!r} (has: {', '.join(cohort.names)})")
+            if isinstance(cohort.covariates.get(st.covariate), (BinaryCovariate, CategoricalCovariate)):
+                raise SpecError(file, where + ".cuts", f"{st.covariate!r} is not numeric; name it without cuts")
+        elif st not in ("site", "region"):
+            cov = cohort.covariates.get(st)
+            if not isinstance(cov, (BinaryCovariate, CategoricalCovariate)):
+                kinds = [n for n, c in cohort.covariates.items() if isinstance(c, (BinaryCovariate, CategoricalCovariate))]
+                why = (f"{st!r} is numeric; stratify it with {{covariate: {st}, cuts: [...]}}" if st in cohort.names
+                       else f"unknown covariate {st!r}")
+                raise SpecError(file, where, f"{why} (binary or categorical covariates: {', '.join(kinds) or 'none'}; "
+                                "or 'site', 'region')")

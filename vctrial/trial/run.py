@@ -3,20 +3,30 @@
 Every patient is simulated under every arm (common random numbers), then the trial observes only
 the arm they were randomized to; the unobserved arm gives the counterfactual (true) effect in the
 very patients of that trial.
+
+The order within a batch: cohort synthesis (screening by eligibility) → enrollment (uniform
+accrual, or the site model's calendar) → randomization (in enrollment order, optionally within
+strata) → dropout and conduct (discontinuation, non-adherence, crossover switches) → the disease
+kernel under every arm → the analysis at each look (one look without a group-sequential design)
+→ stopping at the first bound crossed.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from scipy import stats
 
 from vctrial.cohort import synthesize
 from vctrial.disease import biomarker, multistate
-from vctrial.spec.protocol import BiomarkerEffect, HazardEffect, Protocol
-from vctrial.trial import analysis, enrollment, observation, randomization
+from vctrial.spec.protocol import BiomarkerEffect, CutStratum, HazardEffect, Protocol
+from vctrial.trial import analysis, conduct, enrollment, nph, observation, randomization, sequential, sites
 
 KM_STEP_MONTHS = 1.0
+STOP_FINAL, STOP_EFFICACY, STOP_FUTILITY = 0, 1, 2
 
 
 def n_steps(protocol: Protocol) -> int:
@@ -24,13 +34,17 @@ def n_steps(protocol: Protocol) -> int:
 
 
 def hazard_ratios(protocol: Protocol, n_steps: int) -> np.ndarray:
-    """(A, K, n_steps) multiplier of each transition's hazard under each arm at each step."""
+    """(A, K, n_steps) multiplier of each transition's hazard under each arm at each step of treatment."""
     names = [t.name for t in protocol.disease.transitions]
+    dt = protocol.disease.time_step_months
     hr = np.ones((len(protocol.spec.arms), len(names), n_steps))
     for a, arm in enumerate(protocol.spec.arms):
         for e in arm.effects:
             if isinstance(e, HazardEffect):
-                hr[a, names.index(e.transition), :] *= e.hazard_ratio
+                if e.time_varying:
+                    hr[a, names.index(e.transition), :] *= conduct.effect_profile(e, n_steps, dt)
+                else:
+                    hr[a, names.index(e.transition), :] *= e.hazard_ratio
     return hr
 
 
@@ -39,11 +53,27 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     spec = protocol.spec
     replicates = np.asarray(replicates, np.int64)
     R, n = len(replicates), spec.sample_size
+    A = len(spec.arms)
     cohort = synthesize(protocol.cohort, n, seed, replicates)
-    entry = enrollment.uniform_accrual(n, spec.enrollment.duration_months, seed, replicates)
-    arm = randomization.allocate(n, [a.allocation for a in spec.arms], spec.randomization.method,
-                                 spec.block_size, seed, replicates)
-    dropout = enrollment.exponential_times(spec.dropout.rate_per_year / 12.0, (R, n), "dropout", seed, replicates)
+    out: dict[str, np.ndarray] = {}
+    site_of = None
+    if spec.enrollment.sites:
+        enr = sites.enroll(spec.enrollment, n, cohort.n_screened, seed, replicates)
+        entry, site_of = enr.entry, enr.site
+        out.update({"n_screened": enr.screened.sum(axis=1), "site_randomized": enr.randomized,
+                    "site_screened": enr.screened, "site_opened_month": enr.opened,
+                    "enrollment_months": enr.complete})
+    else:
+        entry = enrollment.uniform_accrual(n, spec.enrollment.duration_months, seed, replicates)
+        out["n_screened"] = cohort.n_screened
+    enrolled = np.isfinite(entry)
+    weights = [a.allocation for a in spec.arms]
+    strata = _strata(protocol, cohort, site_of, enrolled)
+    arm = randomization.allocate(n, weights, spec.randomization.method, spec.block_size, seed, replicates,
+                                 block_sizes=spec.randomization.block_sizes, strata=strata)
+    arm = np.where(enrolled, arm, 0).astype(np.int8)
+    ends, rates = spec.dropout.rates()
+    dropout = enrollment.piecewise_exponential_times(ends, rates, (R, n), "dropout", seed, replicates)
 
     model = multistate.compile_model(protocol.disease)
     steps = n_steps(protocol)
@@ -51,19 +81,63 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     bg = protocol.disease.background_mortality
     age = cohort.column(bg.age) if bg else np.zeros((R, n))
     female = cohort.column(bg.female) if bg else np.zeros((R, n))
-    paths = multistate.simulate(model, rate, hazard_ratios(protocol, steps), age, female, steps, seed, replicates)
+    switches = conduct.switching(protocol, (R, n), steps, seed, replicates)
+    paths = multistate.simulate(model, rate, hazard_ratios(protocol, steps), age, female, steps, seed, replicates,
+                                switching=switches)
 
-    out: dict[str, np.ndarray] = {
-        "n_screened": cohort.n_screened,
-        "n_randomized": np.stack([(arm == a).sum(axis=1) for a in range(len(spec.arms))], axis=1),
-        "occupancy": paths.occupancy / n,
-    }
+    counts = np.stack([((arm == a) & enrolled).sum(axis=1) for a in range(A)], axis=1)
+    out["n_randomized"] = counts
+    out["occupancy"] = paths.occupancy / n
+    share = weights[1] / sum(weights)
+    out["imbalance"] = counts[:, 1] - share * counts.sum(axis=1)
+    if strata is not None:
+        out["max_stratum_imbalance"] = randomization.strata_balance(arm, strata, weights)
+    trial = _Trial(protocol, entry, enrolled, arm, dropout, paths)
     if spec.endpoint.type == "time_to_event":
-        out.update(_time_to_event(protocol, entry, arm, dropout, paths))
+        out.update(_time_to_event(trial))
     else:
-        out.update(_biomarker_change(protocol, cohort, entry, arm, dropout, paths, seed, replicates))
-    out["reject"] = out["p_value"] < spec.analysis.alpha
+        out.update(_biomarker_change(trial, cohort, seed, replicates))
+    if "reject" not in out:
+        out["reject"] = out["p_value"] < spec.analysis.alpha
+    if spec.looks is not None:  # a trial stopped at an interim look randomizes no one after it
+        out["n_randomized"] = out["n_enrolled"]
     return out
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """Per-patient arrays of a batch: calendar entry (inf = never enrolled), arm, losses, paths."""
+
+    protocol: Protocol
+    entry: np.ndarray
+    enrolled: np.ndarray
+    arm: np.ndarray
+    dropout: np.ndarray
+    paths: multistate.Paths
+
+
+def _strata(protocol: Protocol, cohort, site_of, enrolled) -> np.ndarray | None:
+    """(R, n) stratum code of each patient (mixed radix over the factors), -1 if not enrolled."""
+    factors = protocol.spec.randomization.strata
+    if not factors:
+        return None
+    code = np.zeros(enrolled.shape, np.int64)
+    names, _, regions = sites.site_labels(protocol.spec.enrollment) if protocol.spec.enrollment.sites else ((), (), ())
+    for f in factors:
+        if f == "site":
+            values, levels = np.maximum(site_of, 0).astype(np.int64), max(len(names), 1)
+        elif f == "region":
+            uniq = sorted(set(regions))
+            lut = np.array([uniq.index(x) for x in regions], np.int64)
+            values, levels = lut[np.maximum(site_of, 0)], len(uniq)
+        elif isinstance(f, CutStratum):
+            values = np.searchsorted(np.asarray(f.cuts), cohort.column(f.covariate), side="right").astype(np.int64)
+            levels = len(f.cuts) + 1
+        else:
+            values = np.rint(cohort.column(f)).astype(np.int64)
+            levels = len(cohort.levels.get(f, ())) or 2
+        code = code * levels + values
+    return np.where(enrolled, code, -1)
 
 
 def _assigned(x: np.ndarray, arm: np.ndarray) -> np.ndarray:
@@ -71,66 +145,263 @@ def _assigned(x: np.ndarray, arm: np.ndarray) -> np.ndarray:
     return np.take_along_axis(x, arm[..., None].astype(np.int64), axis=2)[..., 0]
 
 
-def _time_to_event(protocol: Protocol, entry, arm, dropout, paths) -> dict[str, np.ndarray]:
+def _last_entry(entry: np.ndarray) -> np.ndarray:
+    """(R,) calendar month of the last randomization."""
+    return np.where(np.isfinite(entry), entry, -np.inf).max(axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Time-to-event endpoints.
+# --------------------------------------------------------------------------------------------
+
+
+def _time_to_event(trial: _Trial) -> dict[str, np.ndarray]:
+    protocol = trial.protocol
     spec = protocol.spec
     events = [protocol.disease.event_names.index(e) for e in spec.endpoint.events]
-    t_ep_all = observation.endpoint_times(paths.first_time, np.array(events, np.int64))
-    t_ep = _assigned(t_ep_all, arm)
-    death = _assigned(paths.death_time, arm)
-    t_loss = np.minimum(dropout, death)
+    t_ep_all = observation.endpoint_times(trial.paths.first_time, np.array(events, np.int64))
+    t_ep = _assigned(t_ep_all, trial.arm)
+    death = _assigned(trial.paths.death_time, trial.arm)
+    t_loss = np.minimum(trial.dropout, death)
     fu = spec.follow_up
+    entry = trial.entry
     if fu.type == "event_driven":
-        date = observation.event_driven_dates(entry, t_ep, t_loss, fu.target_events, fu.max_duration_months)
+        targets = _event_targets(spec)
+        dates = np.stack([observation.event_driven_dates(entry, t_ep, t_loss, d, fu.max_duration_months)
+                          for d in targets], axis=1)
+    else:
+        dates = (_last_entry(entry) + fu.duration_months)[:, None]
+    looks = [_tte_cut(trial, t_ep_all, t_ep, t_loss, dates[:, k]) for k in range(dates.shape[1])]
+    if spec.looks is None:
+        res = looks[0]
+        stop = np.zeros(entry.shape[0], np.int64)
+        out = {key: res[key] for key in ("statistic", "p_value", "estimate", "ci_lower", "ci_upper", "true_effect",
+                                         "n_analysed", "n_events", "n_enrolled") if key in res}
+        if "log_hr_se" in res:
+            out["log_hr_se"] = res["log_hr_se"]
+    else:
+        out, stop = _sequential_tte(protocol, looks, dates, targets)
+    stop_dates = np.take_along_axis(dates, stop[:, None], axis=1)[:, 0]
+    time, event, include = _cut_data(trial, t_ep, t_loss, stop_dates)
+    grid = np.arange(0.0, spec.horizon_months + 1e-9, KM_STEP_MONTHS)
+    km = np.stack([analysis.kaplan_meier(time, event, include & (trial.arm == a), grid)
+                   for a in range(len(spec.arms))], axis=1)
+    last = np.where(include, time, 0.0).max(axis=1)
+    km = np.where(grid[None, None, :] > last[:, None, None], np.nan, km)  # not estimable beyond the last follow-up
+    out["duration_months"] = stop_dates
+    out["km_survival"] = km
+    return out
+
+
+def _event_targets(spec) -> list[int]:
+    """Event counts at the looks: ceil(fraction × target) (just the target without looks)."""
+    D = spec.follow_up.target_events
+    if spec.looks is None:
+        return [D]
+    return [max(1, int(math.ceil(f * D - 1e-9))) for f in spec.looks.information_fractions]
+
+
+def _cut_data(trial: _Trial, t_ep, t_loss, date):
+    """(time, event, include) at the calendar cut ``date`` (R,), or per-patient fixed follow-up."""
+    fu = trial.protocol.spec.follow_up
+    entry = trial.entry
+    if fu.type == "event_driven":
         follow = date[:, None] - entry
     else:
-        date = entry.max(axis=1) + fu.duration_months
-        follow = np.full_like(entry, fu.duration_months)
+        follow = np.where(trial.enrolled, fu.duration_months, -np.inf)
     include = follow > 0.0
     time, event = observation.censor(t_ep, t_loss, follow)
     if fu.type == "event_driven":  # decide on the calendar, where the target-th event defines the date
         event = (t_ep <= t_loss) & (entry + t_ep <= date[:, None])
     time = np.where(include, time, 0.0)
-    group = arm.astype(np.int8)
-    lr = analysis.logrank(time, event, group, include)
-    cox = analysis.cox_hr(time, event, group, include)
+    return time, event & include, include
 
+
+def _tte_cut(trial: _Trial, t_ep_all, t_ep, t_loss, date) -> dict[str, np.ndarray]:
+    """The primary analysis, the counterfactual truth and the counts at one cut."""
+    spec = trial.protocol.spec
+    A = len(spec.arms)
+    time, event, include = _cut_data(trial, t_ep, t_loss, date)
+    group = trial.arm.astype(np.int8)
+    res = _tte_tests(time, event, group, include, spec.analysis)
     # the same patients under both arms, followed to the same cut, lost only to competing death
+    fu = spec.follow_up
+    follow = (date[:, None] - trial.entry) if fu.type == "event_driven" else np.where(include, fu.duration_months, 0.0)
     cf_time, cf_event = [], []
     for a in range(t_ep_all.shape[2]):
-        t, e = observation.censor(t_ep_all[..., a], paths.death_time[..., a], follow)
+        t, e = observation.censor(t_ep_all[..., a], trial.paths.death_time[..., a], follow)
         cf_time.append(np.where(include, t, 0.0))
-        cf_event.append(e)
-    n = entry.shape[1]
-    cf_group = np.concatenate([np.zeros(n, np.int8), np.ones(n, np.int8)])
-    truth = analysis.cox_hr(np.concatenate(cf_time, axis=1), np.concatenate(cf_event, axis=1),
-                            np.broadcast_to(cf_group, (entry.shape[0], 2 * n)).copy(),
-                            np.concatenate([include, include], axis=1))
+        cf_event.append(e & include)
+    n = trial.entry.shape[1]
+    cf_group = np.broadcast_to(np.concatenate([np.zeros(n, np.int8), np.ones(n, np.int8)]), (trial.entry.shape[0], 2 * n)).copy()
+    cft, cfe, cfi = np.concatenate(cf_time, axis=1), np.concatenate(cf_event, axis=1), np.concatenate([include, include], axis=1)
+    if spec.analysis.method == "rmst":
+        res["true_effect"] = nph.rmst(cft, cfe, cf_group, cfi, tau=spec.analysis.tau_months).difference
+    else:
+        res["true_effect"] = np.exp(analysis.cox_hr(cft, cfe, cf_group, cfi).log_hr)
+    res["n_analysed"] = np.stack([(include & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
+    res["n_events"] = np.stack([(event & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
+    on_date = trial.entry <= date[:, None] if fu.type == "event_driven" else trial.enrolled
+    res["n_enrolled"] = np.stack([(on_date & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
+    return res
 
-    a_level = spec.analysis
-    z_ci = _critical(a_level.confidence_level)
-    grid = np.arange(0.0, spec.horizon_months + 1e-9, KM_STEP_MONTHS)
-    km = np.stack([analysis.kaplan_meier(time, event, include & (arm == a), grid)
-                   for a in range(len(spec.arms))], axis=1)
-    last = np.where(include, time, 0.0).max(axis=1)
-    km = np.where(grid[None, None, :] > last[:, None, None], np.nan, km)  # not estimable beyond the last follow-up
+
+def _tte_tests(time, event, group, include, a_spec) -> dict[str, np.ndarray]:
+    """Statistic (negative favours active), p-value, estimate and confidence interval."""
+    z_ci = _critical(a_spec.confidence_level)
+    method = a_spec.method
+    out: dict[str, np.ndarray] = {}
+    if method == "rmst":
+        rm = nph.rmst(time, event, group, include, tau=a_spec.tau_months)
+        out["statistic"] = rm.z
+        out["p_value"] = analysis.p_value(rm.z, a_spec.sided)
+        out["estimate"] = rm.difference
+        out["ci_lower"] = rm.difference - z_ci * rm.se
+        out["ci_upper"] = rm.difference + z_ci * rm.se
+        return out
+    if method == "maxcombo":
+        mc = nph.maxcombo(time, event, group, include, combos=a_spec.combos, sided=a_spec.sided)
+        if a_spec.sided == "one":
+            out["statistic"], out["p_value"] = mc.statistic, mc.p_one
+        else:
+            pick = np.nanargmax(np.where(np.isnan(mc.z), -np.inf, np.abs(mc.z)), axis=1)
+            out["statistic"] = np.take_along_axis(mc.z, pick[:, None], axis=1)[:, 0]
+            out["p_value"] = mc.p_two
+    else:
+        rho, gamma = (a_spec.rho, a_spec.gamma) if method == "fleming_harrington" else (0.0, 0.0)
+        lr = analysis.logrank(time, event, group, include, rho=rho, gamma=gamma)
+        out["statistic"] = lr.z
+        out["p_value"] = analysis.p_value(lr.z, a_spec.sided)
+    cox = analysis.cox_hr(time, event, group, include)
+    out["estimate"] = np.exp(cox.log_hr)
+    out["ci_lower"] = np.exp(cox.log_hr - z_ci * cox.se)
+    out["ci_upper"] = np.exp(cox.log_hr + z_ci * cox.se)
+    out["log_hr_se"] = cox.se
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Group-sequential designs.
+# --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _planned(fractions: tuple[float, ...], alpha: float, spending: str, gamma, futility, beta: float, fgamma):
+    return sequential.design(np.asarray(fractions), alpha, spending, gamma, futility=futility, beta=beta,
+                             futility_gamma=fgamma)
+
+
+def _design_args(spec) -> dict:
+    lk = spec.looks
+    eff = lk.efficacy
+    fut = lk.futility
+    args = {"alpha": spec.analysis.alpha, "spending": eff.spending,
+            "gamma": eff.gamma if eff.gamma is not None else (-4.0 if eff.spending == "hsd" else None),
+            "futility": None, "beta": 0.1, "futility_gamma": None}
+    if fut is not None and fut.type == "beta_spending":
+        args.update(futility=fut.spending, beta=fut.beta,
+                    futility_gamma=fut.gamma if fut.gamma is not None else (-2.0 if fut.spending == "hsd" else None))
+    return args
+
+
+def _stop(spec, z: np.ndarray, fractions: np.ndarray, performed: np.ndarray):
+    """Bounds at the observed fractions, the stopping look and reason, per replicate.
+
+    Returns (efficacy (R, K), futility (R, K), stop look (R,) 0-based, reason (R,), p-value (R,)).
+    """
+    R, K = z.shape
+    args = _design_args(spec)
+    planned = _planned(tuple(spec.looks.information_fractions), args["alpha"], args["spending"], args["gamma"],
+                       args["futility"], args["beta"], args["futility_gamma"])
+    fut = spec.looks.futility
+    eff_b = np.full((R, K), np.nan)
+    fut_b = np.full((R, K), np.nan)
+    stop = np.zeros(R, np.int64)
+    reason = np.zeros(R, np.int8)
+    pval = np.full(R, np.nan)
+    for r in range(R):
+        m = int(performed[r].sum())
+        t = np.maximum.accumulate(np.maximum(fractions[r, :m], 1e-6))
+        t = t + np.arange(m) * 1e-9  # strictly increasing even when a capped look adds no information
+        b, a = sequential.updated_bounds(t, planned, **args)
+        if fut is not None and fut.type == "conditional_power":
+            a = np.array([sequential.conditional_power_bound(t[k], planned.efficacy[-1], fut.threshold)
+                          for k in range(m - 1)] + [b[-1]])
+        eff_b[r, :m], fut_b[r, :m] = b, a
+        k_stop, why = m - 1, STOP_FINAL
+        for k in range(m):
+            if z[r, k] >= b[k]:
+                k_stop, why = k, (STOP_EFFICACY if k < m - 1 else STOP_FINAL)
+                break
+            if k < m - 1 and z[r, k] < a[k]:
+                k_stop, why = k, STOP_FUTILITY
+                break
+        stop[r], reason[r] = k_stop, why
+        if np.isfinite(z[r, k_stop]):
+            pval[r] = sequential.stagewise_p_value(t, b, k_stop, float(z[r, k_stop]))
+    return eff_b, fut_b, stop, reason, pval
+
+
+def _gather(values: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """Values (R, K, ...) at each replicate's stopping look."""
+    idx = stop.reshape((-1, 1) + (1,) * (values.ndim - 2))
+    return np.take_along_axis(values, idx, axis=1)[:, 0]
+
+
+def _look_outputs(looks: list[dict], keys) -> dict[str, np.ndarray]:
+    return {k: np.stack([lk[k] for lk in looks], axis=1) for k in keys if k in looks[0]}
+
+
+def _sequential_tte(protocol: Protocol, looks: list[dict], dates: np.ndarray, targets: list[int]):
+    spec = protocol.spec
+    fu = spec.follow_up
+    D = fu.target_events
+    R, K = dates.shape
+    capped = dates >= fu.max_duration_months
+    performed = np.ones((R, K), bool)
+    performed[:, 1:] = ~np.logical_or.accumulate(capped, axis=1)[:, :-1]
+    per = _look_outputs(looks, ("statistic", "estimate", "ci_lower", "ci_upper", "log_hr_se", "true_effect",
+                                "n_analysed", "n_events", "n_enrolled"))
+    info = per["n_events"].sum(axis=2).astype(np.float64)
+    fractions = info / D
+    z = -per["statistic"]  # benefit positive
+    eff_b, fut_b, stop, reason, pval = _stop(spec, z, fractions, performed)
+    out = {key: _gather(per[key], stop) for key in per}
+    out["p_value"] = pval
+    out["reject"] = reason == STOP_EFFICACY
+    out["reject"] |= (reason == STOP_FINAL) & (np.take_along_axis(z, stop[:, None], 1)[:, 0] >= _gather(eff_b, stop))
+    out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
+    return out, stop
+
+
+def _per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason) -> dict[str, np.ndarray]:
+    nan = np.nan
     return {
-        "statistic": lr.z,
-        "p_value": analysis.p_value(lr.z, a_level.sided),
-        "estimate": np.exp(cox.log_hr),
-        "ci_lower": np.exp(cox.log_hr - z_ci * cox.se),
-        "ci_upper": np.exp(cox.log_hr + z_ci * cox.se),
-        "log_hr_se": cox.se,
-        "true_effect": np.exp(truth.log_hr),
-        "duration_months": date,
-        "n_analysed": np.stack([(include & (arm == a)).sum(axis=1) for a in range(len(spec.arms))], axis=1),
-        "n_events": np.stack([(event & include & (arm == a)).sum(axis=1) for a in range(len(spec.arms))], axis=1),
-        "km_survival": km,
+        "stop_look": stop + 1,
+        "stop_reason": reason,
+        "look_performed": performed,
+        "look_date_months": np.where(performed, dates, nan),
+        "look_information": np.where(performed, info, nan),
+        "look_fraction": np.where(performed, fractions, nan),
+        "look_z": np.where(performed, z, nan),
+        "look_estimate": np.where(performed, per["estimate"], nan),
+        "look_true_effect": np.where(performed, per["true_effect"], nan),
+        "look_n_enrolled": np.where(performed, per["n_enrolled"].sum(axis=2), -1),
+        "efficacy_bound": eff_b,
+        "futility_bound": fut_b,
     }
 
 
-def _biomarker_change(protocol: Protocol, cohort, entry, arm, dropout, paths, seed, replicates):
+# --------------------------------------------------------------------------------------------
+# Biomarker endpoints.
+# --------------------------------------------------------------------------------------------
+
+
+def _biomarker_change(trial: _Trial, cohort, seed, replicates):
+    protocol = trial.protocol
     spec = protocol.spec
     ep = spec.endpoint
+    arm, entry = trial.arm, trial.entry
     marker = next(b for b in protocol.disease.biomarkers if b.name == ep.biomarker)
     A = len(spec.arms)
     shift, slope = np.zeros(A), np.zeros(A)
@@ -142,28 +413,80 @@ def _biomarker_change(protocol: Protocol, cohort, entry, arm, dropout, paths, se
     visits = np.array([0.0, ep.visit_month])
     observed, true = biomarker.simulate_visits(marker, cohort.column, entry.shape, visits, shift, slope,
                                                seed, replicates)
-    death = _assigned(paths.death_time, arm)
-    include = (dropout > ep.visit_month) & (death > ep.visit_month)
+    death = _assigned(trial.paths.death_time, arm)
+    include = (trial.dropout > ep.visit_month) & (death > ep.visit_month) & trial.enrolled
     y0 = observed[:, :, 0, 0]  # baseline is measured before treatment: the same in every arm
     y1 = _assigned(observed[:, :, :, 1], arm)
-    fit = analysis.ancova(y1 - y0, y0, arm.astype(np.int8), include)
+    change_true = true[:, :, :, 1] - true[:, :, :, 0]
+    truth = (change_true[:, :, 1] - change_true[:, :, 0]).mean(axis=1)
+    visit_date = entry + ep.visit_month
+    final_date = _last_entry(entry) + ep.visit_month
+    if spec.looks is None:
+        res = _ancova_cut(spec, y1 - y0, y0, arm, include, trial.enrolled)
+        res.pop("z_benefit")
+        res["true_effect"] = truth
+        res["duration_months"] = final_date
+        stop = None
+    else:
+        res, stop = _sequential_biomarker(spec, y1 - y0, y0, arm, include, trial.enrolled, visit_date, truth)
+    cut = include if stop is None else include & (visit_date <= res["duration_months"][:, None])
+    res["biomarker_mean"] = np.stack([np.nanmean(np.where((cut & (arm == a))[..., None],
+                                                          _assigned_visits(observed, arm), np.nan), axis=1)
+                                      for a in range(A)], axis=1)
+    return res
+
+
+def _ancova_cut(spec, y, y0, arm, include, on_date) -> dict[str, np.ndarray]:
+    A = len(spec.arms)
+    fit = analysis.ancova(y, y0, arm.astype(np.int8), include)
     sign = 1.0 if spec.analysis.benefit == "lower" else -1.0
     a_level = spec.analysis
     lo, hi = analysis.wald_ci(fit.estimate, fit.se, a_level.confidence_level, df=fit.df)
-    change_true = true[:, :, :, 1] - true[:, :, :, 0]
     return {
         "statistic": fit.t,
         "p_value": analysis.p_value(sign * fit.t, a_level.sided, df=fit.df),
         "estimate": fit.estimate,
         "ci_lower": lo,
         "ci_upper": hi,
-        "true_effect": (change_true[:, :, 1] - change_true[:, :, 0]).mean(axis=1),
-        "duration_months": entry.max(axis=1) + ep.visit_month,
         "n_analysed": np.stack([(include & (arm == a)).sum(axis=1) for a in range(A)], axis=1),
-        "biomarker_mean": np.stack([np.nanmean(np.where((include & (arm == a))[..., None],
-                                                        _assigned_visits(observed, arm), np.nan), axis=1)
-                                    for a in range(A)], axis=1),
+        "n_enrolled": np.stack([(on_date & (arm == a)).sum(axis=1) for a in range(A)], axis=1),
+        "z_benefit": stats.norm.isf(analysis.p_value(sign * fit.t, "one", df=fit.df)),
     }
+
+
+def _sequential_biomarker(spec, y, y0, arm, include, enrolled, visit_date, truth):
+    """Looks when a fraction of the enrolled patients have reached the visit; information is the
+    number analysable (visit observed), as a fraction of the number analysable at the final look."""
+    R, n = y.shape
+    fr = spec.looks.information_fractions
+    K = len(fr)
+    order = np.sort(np.where(enrolled, visit_date, np.inf), axis=1)
+    n_enr = enrolled.sum(axis=1)
+    dates = np.empty((R, K))
+    for k, f in enumerate(fr):
+        m = np.maximum(np.ceil(f * n_enr - 1e-9).astype(np.int64), 1)
+        dates[:, k] = order[np.arange(R), m - 1]
+    looks = []
+    for k in range(K):
+        seen = visit_date <= dates[:, k][:, None]
+        entered = (visit_date - spec.endpoint.visit_month) <= dates[:, k][:, None]
+        res = _ancova_cut(spec, y, y0, arm, include & seen, entered & enrolled)
+        res["true_effect"] = truth
+        looks.append(res)
+    per = _look_outputs(looks, ("statistic", "estimate", "ci_lower", "ci_upper", "true_effect", "n_analysed",
+                                "n_enrolled", "z_benefit"))
+    info = per["n_analysed"].sum(axis=2).astype(np.float64)
+    fractions = info / np.maximum(info[:, -1:], 1.0)
+    performed = np.ones((R, K), bool)
+    z = per.pop("z_benefit")
+    eff_b, fut_b, stop, reason, pval = _stop(spec, z, fractions, performed)
+    out = {key: _gather(per[key], stop) for key in per}
+    out["p_value"] = pval
+    z_stop = np.take_along_axis(z, stop[:, None], 1)[:, 0]
+    out["reject"] = (reason == STOP_EFFICACY) | ((reason == STOP_FINAL) & (z_stop >= _gather(eff_b, stop)))
+    out["duration_months"] = _gather(dates, stop)
+    out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
+    return out, stop
 
 
 def _assigned_visits(values: np.ndarray, arm: np.ndarray) -> np.ndarray:
@@ -173,6 +496,4 @@ def _assigned_visits(values: np.ndarray, arm: np.ndarray) -> np.ndarray:
 
 
 def _critical(level: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + level / 2.0))
+    return float(stats.norm.ppf(0.5 + level / 2.0))

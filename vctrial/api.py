@@ -1,0 +1,231 @@
+"""The Python API: what the command line does, as functions returning xarray Datasets.
+
+Every command of ``vctrial`` is built from these functions, so a notebook gets exactly what the
+command line prints and writes::
+
+    from vctrial import api
+    ds = api.run("protocols/hf_outcomes.yaml", replicates=200, seed=1)
+    api.summarize(ds)                 # operating characteristics as a pandas DataFrame
+    api.figures(ds)["km_by_arm"]      # a matplotlib Figure
+
+Execution options are the same as the command line's: ``workers=0`` runs in-process (the default
+here, good for small jobs and debugging); ``workers=None`` starts a local Ray instance on all
+cores; ``address="HOST:PORT"`` (or ``"auto"``) joins a running Ray cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+from matplotlib.figure import Figure
+
+from vctrial.cohort import Cohort
+from vctrial.cohort import synthesize as _synthesize
+from vctrial.errors import SpecError
+from vctrial.execute import ExecOptions
+from vctrial.spec.base import read_yaml
+from vctrial.spec.cohort import CohortSpec, load_cohort
+from vctrial.spec.disease import DiseaseSpec, load_disease
+from vctrial.spec.population import PopulationScenario, load_population
+from vctrial.spec.protocol import Protocol, load_protocol
+
+__all__ = [
+    "load", "load_cohort", "load_disease", "load_protocol", "load_population", "validate", "synthesize",
+    "run", "compare", "sweep", "summarize", "report", "figures", "save_figures", "write", "open_results",
+    "bounds", "twin",
+]
+
+PathLike = str | Path
+
+
+def options(workers: int | None = 0, address: str | None = None, out: PathLike | None = None,
+            resume: bool = False, progress: bool = True) -> ExecOptions:
+    """Execution options shared by every simulating function (see the module docstring)."""
+    return ExecOptions(workers=workers, address=address, out=out, resume=resume, progress=progress)
+
+
+def load(path: PathLike) -> CohortSpec | DiseaseSpec | Protocol | PopulationScenario:
+    """Load and validate any vctrial file by its ``kind``; raises SpecError naming file, key and reason."""
+    data = read_yaml(path)
+    kind = data.get("kind") if isinstance(data, dict) else None
+    loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol, "population": load_population}
+    if kind not in loaders:
+        raise SpecError(str(path), "kind", f"must be one of {', '.join(loaders)}, got {kind!r}")
+    return loaders[kind](path)
+
+
+def validate(path: PathLike) -> str:
+    """Check a file without running it; returns its kind."""
+    spec = load(path)
+    return {CohortSpec: "cohort", DiseaseSpec: "disease", Protocol: "trial",
+            PopulationScenario: "population"}[type(spec)]
+
+
+def synthesize(cohort: PathLike | CohortSpec, n_patients: int, seed: int = 1, replicate: int = 0) -> pd.DataFrame:
+    """One replicate of a synthetic cohort as a DataFrame (categoricals as pandas Categoricals)."""
+    spec = cohort if isinstance(cohort, CohortSpec) else load_cohort(cohort)
+    synthetic: Cohort = _synthesize(spec, n_patients, seed, [replicate])
+    frame = synthetic.to_dataframe(0)
+    frame.attrs["n_screened"] = int(synthetic.n_screened[0])
+    return frame
+
+
+def run(spec: PathLike | Protocol | PopulationScenario, replicates: int = 1000, seed: int = 1, *,
+        sweep: dict[str, list[Any]] | None = None, workers: int | None = 0, address: str | None = None,
+        out: PathLike | None = None, resume: bool = False, progress: bool = True) -> xr.Dataset:
+    """Simulate a trial protocol or a population scenario file; returns the results Dataset.
+
+    ``sweep`` maps dotted key paths to lists of values (``{"sample_size": [2000, 4000]}``); each
+    becomes a dimension, merged with any ``sweep:`` the protocol declares. With ``out``, the
+    Dataset is also written there atomically (and ``resume`` reuses finished chunks of an
+    interrupted run with the same spec and seed).
+    """
+    opts = options(workers, address, out, resume, progress)
+    if isinstance(spec, PopulationScenario) or (not isinstance(spec, Protocol) and _kind(spec) == "population"):
+        from vctrial.population.output import run_population
+
+        world = spec if isinstance(spec, PopulationScenario) else load_population(spec)
+        return _written(run_population(world, replicates, seed, options=opts), out)
+    from vctrial.trial.design import run_sweep, sweep_axes
+
+    if not isinstance(spec, Protocol):
+        axes = sweep_axes(spec, list((sweep or {}).items()) or None)
+        if axes:
+            return _written(run_sweep(spec, axes, replicates, seed, options=opts), out)
+        spec = load_protocol(spec)
+    elif sweep:
+        raise ValueError("sweep needs the protocol's file path, not a loaded Protocol")
+    from vctrial.execute import run_trial
+
+    return _written(run_trial(spec, replicates, seed, options=opts), out)
+
+
+def compare(protocols: list[PathLike], replicates: int = 1000, seed: int = 1, *, workers: int | None = 0,
+            address: str | None = None, out: PathLike | None = None, resume: bool = False,
+            progress: bool = True) -> xr.Dataset:
+    """Several protocols on the same virtual patients (common random numbers): a ``protocol`` dimension."""
+    from vctrial.trial.design import compare as _compare
+
+    ds = _compare(list(protocols), replicates, seed, options=options(workers, address, out, resume, progress))
+    return _written(ds, out)
+
+
+def sweep(protocol: PathLike, values: dict[str, list[Any]], replicates: int = 1000, seed: int = 1,
+          **kwargs: Any) -> xr.Dataset:
+    """``run`` with a sweep: one Dataset dimension per swept key path."""
+    return run(protocol, replicates, seed, sweep=values, **kwargs)
+
+
+def summarize(ds: xr.Dataset) -> pd.DataFrame:
+    """The operating characteristics (or population / twin summaries) of a results Dataset."""
+    kind = ds.attrs.get("kind")
+    if kind == "population":
+        from vctrial.population.output import summarize_population
+
+        return summarize_population(ds)
+    if kind == "twin":
+        from vctrial.twin import summarize as summarize_twin
+
+        return summarize_twin(ds)
+    from vctrial import results
+
+    if "protocol" in ds.dims:
+        return results.compare_table(ds)
+    dims = _sweep_dims(ds)
+    if dims:
+        return results.sweep_table(ds, dims)
+    return results.summarize(ds)
+
+
+def report(ds: xr.Dataset) -> str:
+    """The text the command line prints for a results Dataset."""
+    kind = ds.attrs.get("kind")
+    if kind == "population":
+        from vctrial.population.output import format_population_summary
+
+        return format_population_summary(ds)
+    if kind == "twin":
+        from vctrial.twin import format_twin
+
+        return format_twin(ds)
+    from vctrial import results
+
+    if "protocol" in ds.dims:
+        return results.format_comparison(ds)
+    dims = _sweep_dims(ds)
+    if dims:
+        return results.format_sweep(ds, dims)
+    return results.format_summary(ds)
+
+
+def figures(ds: xr.Dataset) -> dict[str, Figure]:
+    """Every figure that applies to a results Dataset, by name."""
+    from vctrial.plots import figures as _figures
+
+    return _figures(ds)
+
+
+def save_figures(ds: xr.Dataset, out_dir: PathLike, dpi: int = 110) -> list[Path]:
+    """Write the figures of a results Dataset as PNG files."""
+    from vctrial.plots import save_figures as _save
+
+    return _save(ds, out_dir, dpi=dpi)
+
+
+def write(ds: xr.Dataset, path: PathLike) -> Path:
+    """Write a results Dataset to netCDF atomically."""
+    from vctrial.results import write_netcdf
+
+    return write_netcdf(ds, path)
+
+
+def open_results(path: PathLike) -> xr.Dataset:
+    """Read a results file fully into memory (booleans restored from their 0/1 storage)."""
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    for name in ds.data_vars:
+        if ds[name].attrs.get("flag_meanings") == "false true":
+            ds[name] = ds[name].astype(bool).assign_attrs(ds[name].attrs)
+    return ds
+
+
+def bounds(looks: int, alpha: float = 0.025, spending: str = "obf", gamma: float | None = None,
+           fractions: list[float] | None = None) -> pd.DataFrame:
+    """Group-sequential efficacy bounds (z scale) and cumulative alpha spent, one row per look."""
+    from vctrial.trial.sequential import design
+
+    fractions = fractions or [(k + 1) / looks for k in range(looks)]
+    if spending == "hsd" and gamma is None:
+        gamma = -4.0
+    b = design(fractions, alpha, spending, gamma)
+    return pd.DataFrame({"information_fraction": b.fractions, "efficacy_z": b.efficacy,
+                         "cumulative_alpha": b.alpha_spent}, index=pd.RangeIndex(1, b.looks + 1, name="look"))
+
+
+def twin(patient: PathLike, protocol: PathLike, horizon_years: float = 10.0, draws: int | None = None,
+         seed: int = 1, **kwargs: Any) -> xr.Dataset:
+    """What may happen to one patient (YAML) or a batch (CSV) under each arm of a protocol."""
+    from vctrial.twin import run_dataset
+
+    return run_dataset(str(patient), str(protocol), horizon_years, draws, seed, **kwargs)
+
+
+def _kind(path: PathLike) -> str | None:
+    data = read_yaml(path)
+    return data.get("kind") if isinstance(data, dict) else None
+
+
+def _sweep_dims(ds: xr.Dataset) -> list[str]:
+    """Names of a sweep's dimensions (recorded as JSON {dimension: protocol key} in attrs)."""
+    import json
+
+    return list(json.loads(ds.attrs["sweep"])) if ds.attrs.get("sweep") else []
+
+
+def _written(ds: xr.Dataset, out: PathLike | None) -> xr.Dataset:
+    if out is not None:
+        write(ds, out)
+    return ds
