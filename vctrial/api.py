@@ -74,16 +74,17 @@ def synthesize(cohort: PathLike | CohortSpec, n_patients: int, seed: int = 1, re
 
 
 def run(spec: PathLike | Protocol | PopulationScenario, replicates: int = 1000, seed: int = 1, *,
-        sweep: dict[str, list[Any]] | None = None, workers: int | None = 0, address: str | None = None,
-        out: PathLike | None = None, resume: bool = False, progress: bool = True) -> xr.Dataset:
+        sweep: dict[str, list[Any]] | list[tuple[str, list[Any]]] | None = None, workers: int | None = 0,
+        address: str | None = None, out: PathLike | None = None, resume: bool = False, progress: bool = True,
+        exec_options: ExecOptions | None = None) -> xr.Dataset:
     """Simulate a trial protocol or a population scenario file; returns the results Dataset.
 
     ``sweep`` maps dotted key paths to lists of values (``{"sample_size": [2000, 4000]}``); each
     becomes a dimension, merged with any ``sweep:`` the protocol declares. With ``out``, the
     Dataset is also written there atomically (and ``resume`` reuses finished chunks of an
-    interrupted run with the same spec and seed).
+    interrupted run with the same spec and seed). ``exec_options`` replaces the execution keywords.
     """
-    opts = options(workers, address, out, resume, progress)
+    opts = exec_options or options(workers, address, out, resume, progress)
     if isinstance(spec, PopulationScenario) or (not isinstance(spec, Protocol) and _kind(spec) == "population"):
         from vctrial.population.output import run_population
 
@@ -92,7 +93,8 @@ def run(spec: PathLike | Protocol | PopulationScenario, replicates: int = 1000, 
     from vctrial.trial.design import run_sweep, sweep_axes
 
     if not isinstance(spec, Protocol):
-        axes = sweep_axes(spec, list((sweep or {}).items()) or None)
+        pairs = list(sweep.items()) if isinstance(sweep, dict) else list(sweep or [])
+        axes = sweep_axes(spec, pairs or None)
         if axes:
             return _written(run_sweep(spec, axes, replicates, seed, options=opts), out)
         spec = load_protocol(spec)
@@ -105,12 +107,12 @@ def run(spec: PathLike | Protocol | PopulationScenario, replicates: int = 1000, 
 
 def compare(protocols: list[PathLike], replicates: int = 1000, seed: int = 1, *, workers: int | None = 0,
             address: str | None = None, out: PathLike | None = None, resume: bool = False,
-            progress: bool = True) -> xr.Dataset:
+            progress: bool = True, exec_options: ExecOptions | None = None) -> xr.Dataset:
     """Several protocols on the same virtual patients (common random numbers): a ``protocol`` dimension."""
     from vctrial.trial.design import compare as _compare
 
-    ds = _compare(list(protocols), replicates, seed, options=options(workers, address, out, resume, progress))
-    return _written(ds, out)
+    opts = exec_options or options(workers, address, out, resume, progress)
+    return _written(_compare(list(protocols), replicates, seed, options=opts), out)
 
 
 def sweep(protocol: PathLike, values: dict[str, list[Any]], replicates: int = 1000, seed: int = 1,

@@ -14,53 +14,24 @@ EXIT_RUN = 1
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vctrial.execute import run_trial
-    from vctrial.results import format_summary, write_netcdf
-    from vctrial.spec.base import read_yaml
-    from vctrial.spec.protocol import load_protocol
-
-    data = read_yaml(args.protocol)
-    if isinstance(data, dict) and data.get("kind") == "population":
-        return _run_population(args)
-    from vctrial.trial.design import sweep_axes
-
-    axes = sweep_axes(args.protocol, getattr(args, "sweep", None))
-    if axes:
-        return _run_sweep(args, axes)
-    protocol = load_protocol(args.protocol)
-    out = Path(args.out)
-    if out.is_dir():
-        raise SpecError(str(out), "", "--out must be a file name, not a folder")
-    ds = run_trial(protocol, args.replicates, args.seed, options=execution_options(args, out))
-    write_netcdf(ds, out)
-    print(format_summary(ds))
-    print(f"wrote {out}")
-    return 0
-
-
-def _run_sweep(args: argparse.Namespace, axes) -> int:
-    """``vctrial run`` of a protocol with a sweep: one result dimension per swept key."""
-    from vctrial.results import format_sweep, write_netcdf
-    from vctrial.trial.design import run_sweep, sweep_protocols
+    """``vctrial run``: a protocol (with or without a sweep) or a population scenario file."""
+    from vctrial import api
 
     out = _out_file(args.out)
-    sweep_protocols(args.protocol, axes)  # every point is valid before anything runs
-    ds = run_sweep(args.protocol, axes, args.replicates, args.seed, options=execution_options(args, out))
-    write_netcdf(ds, out)
-    print(format_sweep(ds, list(axes)))
+    ds = api.run(args.protocol, args.replicates, args.seed, sweep=getattr(args, "sweep", None), out=out,
+                 exec_options=execution_options(args, out))
+    print(api.report(ds))
     print(f"wrote {out}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     """``vctrial compare``: protocols on the same virtual patients, side by side."""
-    from vctrial.results import format_comparison, write_netcdf
-    from vctrial.trial.design import compare
+    from vctrial import api
 
     out = _out_file(args.out)
-    ds = compare(args.protocols, args.replicates, args.seed, options=execution_options(args, out))
-    write_netcdf(ds, out)
-    print(format_comparison(ds))
+    ds = api.compare(args.protocols, args.replicates, args.seed, out=out, exec_options=execution_options(args, out))
+    print(api.report(ds))
     print(f"wrote {out}")
     return 0
 
@@ -98,39 +69,11 @@ def _out_file(text: str) -> Path:
     return out
 
 
-def _run_population(args: argparse.Namespace) -> int:
-    """``vctrial run`` on a ``kind: population`` file: scenarios compared with the baseline."""
-    from vctrial.population.output import format_population_summary, run_population
-    from vctrial.results import write_netcdf
-    from vctrial.spec.population import load_population
-
-    world = load_population(args.protocol)
-    out = Path(args.out)
-    if out.is_dir():
-        raise SpecError(str(out), "", "--out must be a file name, not a folder")
-    ds = run_population(world, args.replicates, args.seed, options=execution_options(args, out))
-    write_netcdf(ds, out)
-    print(format_population_summary(ds))
-    print(f"wrote {out}")
-    return 0
-
-
 def _validate(args: argparse.Namespace) -> int:
-    from vctrial.spec.base import read_yaml
-    from vctrial.spec.cohort import load_cohort
-    from vctrial.spec.disease import load_disease
-    from vctrial.spec.population import load_population
-    from vctrial.spec.protocol import load_protocol
+    from vctrial import api
 
     for file in args.files:
-        data = read_yaml(file)
-        kind = data.get("kind") if isinstance(data, dict) else None
-        loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol,
-                   "population": load_population}
-        if kind not in loaders:
-            raise SpecError(file, "kind", f"must be one of {', '.join(loaders)}, got {kind!r}")
-        loaders[kind](file)
-        print(f"{file}: valid {kind}")
+        print(f"{file}: valid {api.validate(file)}")
     return 0
 
 

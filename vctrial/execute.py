@@ -211,7 +211,7 @@ def run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions =
                 estimate = (len(pending) - 1) * (time.perf_counter() - start)
                 pending = pending[1:]
                 use_ray = estimate > RAY_WORTH_SECONDS
-                log.info("the other %d chunks would take about %.0f s in-process: %s", len(pending), estimate,
+                log.debug("the other %d chunks would take about %.0f s in-process: %s", len(pending), estimate,
                          "starting Ray" if use_ray else "staying in-process")
             else:
                 use_ray = bool(pending) and (options.address is not None or bool(options.workers)
