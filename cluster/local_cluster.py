@@ -83,7 +83,7 @@ def start(folder: Path, nodes: int, cpus: int, port: int | None, timeout: float)
     address = f"{HOST}:{port}"
     temp = folder / "ray"  # sessions and sockets of this cluster only (short: socket paths are limited)
     common = [f"--node-ip-address={HOST}", f"--num-cpus={cpus}", f"--temp-dir={temp}", "--disable-usage-stats"]
-    record = {"address": address, "pids": [], "folder": str(folder)}
+    record = {"address": address, "pids": [], "started": [], "folder": str(folder)}
     # the nodes authenticate with the user's Ray token; make one if this machine has none yet
     made = subprocess.run([ray_program(), "get-auth-token", "--generate"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, env=node_env())
@@ -93,51 +93,72 @@ def start(folder: Path, nodes: int, cpus: int, port: int | None, timeout: float)
         head = start_node(folder, "head", ["--head", f"--port={port}", "--include-dashboard=false",
                                            f"--dashboard-agent-listen-port={free_port()}", *common], timeout)
         record["pids"].append(head)
+        record["started"].append(_start_time(head))
         for i in range(1, nodes):
             pid = start_node(folder, f"worker{i}", [f"--address={address}",
                                                     f"--dashboard-agent-listen-port={free_port()}", *common], timeout)
             record["pids"].append(pid)
+            record["started"].append(_start_time(pid))
     except BaseException:
-        stop_pids(record["pids"])
+        stop_pids(record["pids"], record["started"])
         raise
     state.write_text(json.dumps(record, indent=2))
     return record
 
 
-def stop_pids(pids: list[int], grace: float = 30.0) -> None:
-    """SIGTERM each node process (it stops its own Ray processes), SIGKILL any left after ``grace``."""
-    for pid in reversed(pids):  # workers first, the head last
-        try:
+def stop_pids(pids: list[int], started: list[int | None], grace: float = 30.0) -> None:
+    """SIGTERM each node process (it stops its own Ray processes), SIGKILL any left after ``grace``.
+
+    A pid is signalled only while it still names the process this script started (same start
+    time): pids are reused, and another user's process must never be hit.
+    """
+    nodes = list(zip(pids, started))
+    for pid, start in reversed(nodes):  # workers first, the head last
+        if alive(pid, start):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace
-    for pid in pids:
-        while time.monotonic() < deadline and _alive(pid):
+    for pid, start in nodes:
+        while time.monotonic() < deadline and alive(pid, start):
             time.sleep(0.1)
-        if _alive(pid):
+        if alive(pid, start):
             try:
                 os.killpg(pid, signal.SIGKILL)  # the node's own session: its Ray processes
             except ProcessLookupError:
                 pass
 
 
-def _alive(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of stat: start time in clock ticks
+
+
+def alive(pid: int, start: int | None = None) -> bool:
+    """True while ``pid`` is the process started at ``start`` and not a zombie."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
         if done == pid:
             return False
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie left for a parent that does not reap counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:  # no /proc (not Linux): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True
+    if start is not None and int(fields[19]) != start:
+        return False  # the pid now names another process
+    return fields[0] != "Z"  # a zombie left for a parent that does not reap counts as gone
 
 
 def stop(folder: Path) -> bool:
@@ -146,7 +167,7 @@ def stop(folder: Path) -> bool:
     if not state.exists():
         return False
     record = json.loads(state.read_text())
-    stop_pids(record["pids"])
+    stop_pids(record["pids"], record.get("started", [None] * len(record["pids"])))
     state.unlink()
     shutil.rmtree(folder / "ray", ignore_errors=True)
     return True

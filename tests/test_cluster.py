@@ -43,6 +43,7 @@ def cluster(tmp_path_factory):
     started = script("start", "--nodes", 2, "--cpus", 1, "--dir", folder)
     assert started.returncode == 0, started.stderr
     record = json.loads((folder / "cluster.json").read_text())
+    nodes = [psutil.Process(pid) for pid in record["pids"]]
     saved = os.environ.get("RAY_AUTH_MODE")
     # Ray's token authentication, as the nodes use it; a user sets RAY_AUTH_MODE=token before starting
     # Python, here Ray is already imported, so its cached configuration is refreshed the way Ray does it
@@ -57,8 +58,8 @@ def cluster(tmp_path_factory):
     ray._raylet.Config.initialize("")
     stopped = script("stop", "--dir", folder)
     assert stopped.returncode == 0, stopped.stderr
-    for pid in record["pids"]:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    for node in nodes:  # psutil tells a reused pid from the process it named
+        assert not node.is_running() or node.status() == psutil.STATUS_ZOMBIE
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -139,7 +139,7 @@ def test_local_ray_started_by_us_listens_on_loopback_only(ray_local):
 
 # --- lost workers and failing tasks -------------------------------------------------------------
 
-def _kill_first_chunk_worker(killed: list[int], stop: threading.Event) -> None:
+def _kill_first_chunk_worker(killed: list[psutil.Process], stop: threading.Event) -> None:
     """Wait until a Ray worker is running a chunk, then SIGKILL it (once)."""
     while not stop.is_set():
         for proc in psutil.Process().children(recursive=True):
@@ -147,7 +147,7 @@ def _kill_first_chunk_worker(killed: list[int], stop: threading.Event) -> None:
                 if proc.cmdline()[:1] == ["ray::_run_chunk"]:
                     time.sleep(0.05)  # well inside the task
                     proc.send_signal(signal.SIGKILL)
-                    killed.append(proc.pid)
+                    killed.append(proc)
                     return
             except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
                 continue
@@ -155,7 +155,7 @@ def _kill_first_chunk_worker(killed: list[int], stop: threading.Event) -> None:
 
 
 def test_worker_killed_mid_run_is_retried_and_results_are_identical(ray_local, protocol, reference):
-    killed: list[int] = []
+    killed: list[psutil.Process] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_first_chunk_worker, args=(killed, stop), daemon=True)
     killer.start()
@@ -165,13 +165,13 @@ def test_worker_killed_mid_run_is_retried_and_results_are_identical(ray_local, p
         stop.set()
         killer.join()
     assert len(killed) == 1, "no worker was seen running a chunk"
-    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    assert not killed[0].is_running() or killed[0].status() == psutil.STATUS_ZOMBIE  # (pids get reused)
     assert result.computed == 6
     assert_same(result[0], reference)
 
 
 def test_worker_lost_more_often_than_retried_stops_with_a_clear_error(ray_local, protocol):
-    killed: list[int] = []
+    killed: list[psutil.Process] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_first_chunk_worker, args=(killed, stop), daemon=True)
     killer.start()

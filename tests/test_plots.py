@@ -18,11 +18,11 @@ from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from population_helpers import chronic_files, sir_file  # noqa: E402
 from vctrial.execute import ExecOptions, run_trial  # noqa: E402
-from vctrial.plots import figures  # noqa: E402
+from vctrial.plots import figures, save_figures  # noqa: E402
 from vctrial.plots import population as popplots  # noqa: E402
 from vctrial.plots import trial as trialplots  # noqa: E402
 from vctrial.population.output import run_population  # noqa: E402
-from vctrial.results import write_netcdf  # noqa: E402
+from vctrial.results import point, write_netcdf  # noqa: E402
 from vctrial.spec.population import load_population  # noqa: E402
 from vctrial.spec.protocol import load_protocol  # noqa: E402
 from vctrial.trial.design import compare, run_sweep, sweep_axes  # noqa: E402
@@ -36,7 +36,6 @@ POP_PAIRS = {"population_time_series", "scenarios_vs_baseline", "cost_effectiven
 
 # results file -> the figures `vctrial plot` must write for it
 EXPECTED = {
-    "event_driven": PER_POINT,
     "biomarker": {"estimate", "biomarker_by_arm", "state_occupancy"},
     "group_sequential": PER_POINT | {"sequential_bounds", "stopping_by_look"},
     "sweep_two_dims": PER_POINT | {"power_vs_sided", "power_vs_hazard_ratio", "power_surface"},
@@ -45,8 +44,11 @@ EXPECTED = {
                             "stopping_by_look_group_sequential"},
     "population_chronic": POP_PAIRS,
     "population_infection": POP_PAIRS,
-    "population_one_scenario": {"population_time_series"},
 }
+# plotted by the command line in a subprocess (one file of each layout: a single design, stacked
+# protocols, a population); the others through save_figures, the function the command calls, from
+# the same netCDF files (each subprocess spends seconds importing the stack on a loaded machine)
+BY_COMMAND = {"group_sequential", "compare", "population_chronic"}
 
 
 def assert_real_png(path: Path, min_size=(300, 400), size=None):
@@ -58,14 +60,15 @@ def assert_real_png(path: Path, min_size=(300, 400), size=None):
         assert (h, w) == size, (path, img.shape, size)
     rgb = img[..., :3]
     # not blank: many distinct colours and a good share of non-white pixels
-    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 20
+    codes = np.round(rgb * 255).astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
+    assert len(np.unique(codes)) > 20
     assert (rgb.mean(axis=2) < 0.95).mean() > 0.02
 
 
 def _chronic_population(tmp: Path) -> xr.Dataset:
     """Three scenarios of the illness-death model with costs: a treatment and a prevention."""
     path = chronic_files(
-        tmp, population={"size": 2000, "age_min": 40, "age_max": 80,
+        tmp, population={"size": 1500, "age_min": 40, "age_max": 80,
                          "regions": [{"name": "north", "share": 0.5}, {"name": "south", "share": 0.5}]},
         horizon_years=5, costs={"discount_rate_per_year": 0.03, "state_per_year": {"ill": 2000},
                                 "per_event": {"onset": 500}},
@@ -75,7 +78,7 @@ def _chronic_population(tmp: Path) -> xr.Dataset:
                         "effects": [{"transition": "onset", "hazard_ratio": 0.7}]}],
         scenarios=[{"name": "current_care"}, {"name": "drug", "interventions": ["drug"]},
                    {"name": "prevention", "interventions": ["prevent"]}])
-    return run_population(load_population(path), 10, 3, OPT)
+    return run_population(load_population(path), 8, 3, OPT)
 
 
 def _infection_population(tmp: Path) -> xr.Dataset:
@@ -98,13 +101,12 @@ def results(tmp_path_factory) -> dict[str, Path]:
     """Every kind of results file, simulated small and written as netCDF."""
     tmp = tmp_path_factory.mktemp("results")
     datasets = {
-        "event_driven": run_trial(load_protocol(DATA / "event_driven.yaml"), 30, seed=1, options=OPT),
         "biomarker": run_trial(load_protocol(DATA / "biomarker_change.yaml"), 30, seed=1, options=OPT),
         "group_sequential": run_trial(load_protocol(PROTOCOLS / "hf_outcomes_gs.yaml",
                                                     {"sample_size": 600, "follow_up.target_events": 150}),
                                       60, seed=2, options=OPT),
         "sweep_two_dims": run_sweep(DATA / "event_driven.yaml", sweep_axes(DATA / "event_driven.yaml", [
-            ("analysis.sided", ["one", "two"]), ("arms.active.effects.0.hazard_ratio", [1.0, 0.75, 0.6])]),
+            ("analysis.sided", ["one", "two"]), ("arms.active.effects.0.hazard_ratio", [1.0, 0.7])]),
             30, 3, OPT),
         "sweep_one_dim": run_sweep(DATA / "biomarker_change.yaml", sweep_axes(DATA / "biomarker_change.yaml", [
             ("arms.active.effects.0.shift", [0.0, -0.2, -0.4])]), 30, 3, OPT),
@@ -114,19 +116,22 @@ def results(tmp_path_factory) -> dict[str, Path]:
     (tmp / "infection").mkdir()
     datasets["population_chronic"] = _chronic_population(tmp / "chronic")
     datasets["population_infection"] = _infection_population(tmp / "infection")
-    datasets["population_one_scenario"] = datasets["population_chronic"].isel(scenario=[0])
     return {name: write_netcdf(ds, tmp / f"{name}.nc") for name, ds in datasets.items()}
 
 
 @pytest.fixture(scope="module")
-def plotted(results, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """`vctrial plot FILE --out DIR` on every results file (the processes run side by side)."""
+def plotted(results, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess | None, Path]]:
+    """Figures of every results file: `vctrial plot FILE --out DIR` (side by side) or save_figures."""
     out = tmp_path_factory.mktemp("figures")
     procs = {}
-    for name, nc in results.items():
-        cmd = [sys.executable, "-m", "vctrial.cli", "plot", str(nc), "--out", str(out / name), "--dpi", str(DPI)]
+    for name in BY_COMMAND:
+        cmd = [sys.executable, "-m", "vctrial.cli", "plot", str(results[name]), "--out", str(out / name),
+               "--dpi", str(DPI)]
         procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = {}
+    for name in set(results) - BY_COMMAND:
+        save_figures(_open(results[name]), out / name, dpi=DPI)
+        done[name] = (None, out / name)
     for name, p in procs.items():
         stdout, stderr = p.communicate(timeout=300)
         done[name] = (subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr), out / name)
@@ -139,9 +144,10 @@ def _open(path: Path) -> xr.Dataset:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_plot_command_writes_the_figures_a_file_allows_as_real_images(results, plotted, name):
+def test_plots_of_every_kind_of_file_are_the_figures_it_allows_as_real_images(results, plotted, name):
     proc, folder = plotted[name]
-    assert proc.returncode == 0, proc.stderr
+    if proc is not None:
+        assert proc.returncode == 0, proc.stderr
     written = {p.stem for p in folder.glob("*.png")}
     assert written == EXPECTED[name]
     assert not list(folder.glob(".*.tmp"))
@@ -149,7 +155,7 @@ def test_plot_command_writes_the_figures_a_file_allows_as_real_images(results, p
              for k, fig in figures(_open(results[name])).items()}
     for p in folder.glob("*.png"):
         assert_real_png(p, size=sizes[p.stem])
-        assert f"wrote {p}" in proc.stdout
+        assert proc is None or f"wrote {p}" in proc.stdout
 
 
 def _error_bars(ax, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -189,6 +195,23 @@ def test_a_sweep_of_many_points_draws_its_first_point_and_says_so(tmp_path):
     figs = figures(ds.isel(sample_size=slice(0, 3)))  # few points: a panel each
     assert len([a for a in figs["km_by_arm"].axes if a.get_visible()]) == 3
     assert "one panel per sweep point" in figs["estimate"].get_suptitle()
+
+
+def test_a_sweep_over_the_analysis_draws_each_point_on_its_own_effect_scale(tmp_path):
+    data = yaml.safe_load((DATA / "event_driven.yaml").read_text())
+    data.update(cohort=str(DATA / data["cohort"]), disease=str(DATA / data["disease"]))
+    data["analysis"]["tau_months"] = 24
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    ds = run_sweep(path, sweep_axes(path, [("analysis.method", ["logrank", "rmst"])]), 8, 6, OPT)
+    figs = figures(ds)
+    assert "power_vs_analysis_method" in figs
+    hr, rmst = figs["estimate"].axes[:2]
+    assert hr.get_xscale() == "log" and "hazard ratio" in hr.get_xlabel()
+    assert rmst.get_xscale() == "linear" and "restricted mean survival time" in rmst.get_xlabel()
+    assert rmst.get_xlabel().endswith("(months)")
+    power = figs["power_vs_analysis_method"].axes[0]
+    assert [t.get_text() for t in power.get_xticklabels()] == ["logrank", "rmst"]  # categories
 
 
 def test_stopping_distribution_by_look_counts_every_trial_once_by_why_it_stopped(results):
@@ -231,6 +254,10 @@ def test_z_paths_end_at_each_trials_stopping_look_against_the_bounds(results):
     (eff,) = [ln for ln in ax.get_lines() if ln.get_gid() == "efficacy_bound"]
     assert np.allclose(eff.get_ydata(), np.median(ds["efficacy_bound"].values, axis=0))
     assert any(ln.get_gid() == "futility_bound" for ln in ax.get_lines())
+    without = point(_open(results["compare"]).sel(protocol="group_sequential"))  # no futility rule
+    lines = trialplots.sequential_bounds_figure(without).axes[0].get_lines()
+    gids = {ln.get_gid() for ln in lines}
+    assert "efficacy_bound" in gids and "futility_bound" not in gids
 
 
 def test_compare_figure_shows_each_protocols_power_duration_and_events(results):
@@ -257,6 +284,13 @@ def test_population_prevalence_is_the_share_of_all_the_living(results):
     assert np.allclose(incidence, ds["events"].sel(event="onset").transpose("scenario", "replicate", "time").values)
 
 
+def test_a_single_scenario_population_has_only_the_time_series(results):
+    ds = _open(results["population_chronic"]).isel(scenario=[0])
+    figs = figures(ds)
+    assert set(figs) == {"population_time_series"}
+    assert [ln.get_gid() for ln in figs["population_time_series"].axes[0].get_lines()] == ["incidence:current_care"]
+
+
 def test_cost_effectiveness_plane_shows_paired_differences_and_the_threshold_line(results):
     ds = _open(results["population_chronic"])
     ds.attrs["willingness_to_pay_per_qaly"] = 50_000.0
@@ -278,14 +312,14 @@ def test_cost_effectiveness_plane_shows_paired_differences_and_the_threshold_lin
     assert any(t.startswith("drug: ICER") for t in labels)
 
 
-def test_a_population_without_any_costs_or_qaly_change_draws_no_plane(tmp_path):
-    path = chronic_files(tmp_path, population={"size": 500, "age_min": 40, "age_max": 80}, horizon_years=2,
-                         scenarios=[{"name": "a"}, {"name": "b"}])
-    ds = run_population(load_population(path), 2, 1, OPT)
-    ds["qalys"][:] = 0.0
+def test_a_population_without_costs_or_qaly_differences_draws_no_plane(results):
+    ds = _open(results["population_chronic"])
+    ds["costs"][:] = 0.0
+    ds["qalys"][:] = ds["qalys"].isel(scenario=0)  # every scenario as the baseline
     figs = figures(ds)
     assert set(figs) == {"population_time_series", "scenarios_vs_baseline"}
     assert "zero throughout, not drawn: costs" in figs["population_time_series"].get_suptitle()
+    assert len([a for a in figs["population_time_series"].axes if a.get_visible()]) == 3
 
 
 def test_plot_of_a_file_that_is_not_netcdf_exits_2(tmp_path):

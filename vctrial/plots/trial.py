@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from vctrial.results import binomial_interval, is_ratio, point
 
@@ -39,8 +40,11 @@ EFFICACY, FUTILITY, FINAL_REJECT, FINAL_ACCEPT, CONTINUED = (
 
 def figures(ds: xr.Dataset) -> dict[str, Figure]:
     """Every trial figure that the Dataset's variables and dimensions allow, by name."""
-    panels, note = _panels(ds)
-    has = lambda v: any(v in p for _, p in panels)  # noqa: E731
+    panels, _ = _panels(ds)
+
+    def has(variable: str) -> bool:
+        return any(variable in p for _, p in panels)
+
     out: dict[str, Figure] = {}
     if has("km_survival"):
         out["km_by_arm"] = km_figure(ds)
@@ -135,7 +139,7 @@ def _panels(ds: xr.Dataset) -> tuple[list[tuple[str, xr.Dataset]], str]:
 
 def _grid(n: int, width: float, height: float, sharey: bool = True) -> tuple[Figure, list]:
     """A figure with ``n`` panels, at most three a row."""
-    cols = min(n, 3)
+    cols = 2 if n == 4 else min(n, 3)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(width * cols if n > 1 else width * 1.4, height * rows if n > 1 else height * 1.4),
                  layout="constrained")
@@ -233,7 +237,8 @@ def km_figure(ds: xr.Dataset) -> Figure:
     axes[0].set_ylabel("Endpoint-free probability")
     axes[0].legend(fontsize=8, loc="lower left")
     n = ds.sizes["replicate"]
-    fig.suptitle(_title(ds, f"Kaplan–Meier by arm over {n} simulated trials (median and 5–95% band)", note), fontsize=10)
+    what = f"Kaplan–Meier by arm over {n} simulated trials (median and 5–95% band)"
+    fig.suptitle(_title(ds, what, note), fontsize=10)
     return fig
 
 
@@ -267,15 +272,15 @@ def _draw_estimate(ax, p: xr.Dataset, label: str) -> None:
     ax.axvline(centre, color="black", lw=2, label=f"true effect {centre:.3g}")
     ax.axvline(1.0 if ratio else 0.0, color="grey", ls="--", lw=1, label="no effect")
     if ratio:  # evenly spaced ratio ticks on the log axis (log ticks would label only 1 in this range)
-        from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, StrMethodFormatter
+        from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
         lo_x, hi_x = ax.get_xlim()
         ticks = MaxNLocator(nbins=6).tick_values(lo_x, hi_x)
         ax.xaxis.set_major_locator(FixedLocator(ticks[(ticks >= lo_x) & (ticks <= hi_x) & (ticks > 0)]))
         ax.xaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
         ax.xaxis.set_minor_locator(NullLocator())
-    unit = p["estimate"].attrs.get("units", "")
-    text = p["estimate"].attrs.get("long_name", "estimate")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    text, unit = _effect_label(p)
     text = text[0].upper() + text[1:] + (f" ({unit})" if unit and unit != "1" else "")
     ax.set_xlabel(text + (" [log scale]" if ratio else ""), fontsize=8)
     rate, lo, hi = _rejection(p)
@@ -283,6 +288,22 @@ def _draw_estimate(ax, p: xr.Dataset, label: str) -> None:
     head = f"{label}\n" if label else ""
     ax.set_title(f"{head}{what} {rate:.3f} (95% MC {lo:.3f}–{hi:.3f})", fontsize=9)
     ax.legend(fontsize=7)
+
+
+def _effect_label(p: xr.Dataset) -> tuple[str, str]:
+    """What the estimate is and its unit, for one point.
+
+    A stacked file keeps the variable attributes of its first point; where the effect measure
+    differs between points (a sweep over the analysis method), the point's own attributes say what
+    it is.
+    """
+    long_name = p["estimate"].attrs.get("long_name", "estimate")
+    unit = p["estimate"].attrs.get("units", "")
+    measure = p.attrs.get("effect_measure")
+    if measure and long_name != f"estimated {measure}":
+        long_name = f"estimated {measure}"
+        unit = "months" if p.attrs.get("analysis") == "rmst" else ("1" if is_ratio(p) else "")
+    return long_name, unit
 
 
 def biomarker_figure(ds: xr.Dataset) -> Figure:
@@ -406,6 +427,7 @@ def power_figure(ds: xr.Dataset, dim: str) -> Figure:
     ax_p.set_ylabel("Type I error" if all_null else ("Rejection rate (power; type I error at null)" if any_null
                                                       else "Power"))
     ax_d.set_ylabel("Expected trial duration (months)")
+    ax_d.set_ylim(bottom=0)
     xlabel = ds[dim].attrs.get("protocol_key", dim)
     for ax in (ax_p, ax_d):
         ax.set_xlabel(f"{dim} (protocol key {xlabel})" if xlabel != dim else dim)
@@ -474,7 +496,9 @@ def operating_characteristics_figure(ds: xr.Dataset) -> Figure:
         ax.invert_yaxis()
         ax.set_xlabel(text)
         ax.grid(axis="x", alpha=0.3)
-        if key == "rejection":
+        if key != "rejection":
+            ax.set_xlim(left=0, right=ax.get_xlim()[1] * 1.05)
+        else:
             ax.set_xlim(0, 1.02)
             alpha = float(ds.attrs.get("alpha", np.nan))
             if np.isfinite(alpha):
@@ -530,7 +554,7 @@ def sequential_bounds_figure(p: xr.Dataset, where: str = "") -> Figure:
             continue
         b = p[var].transpose("replicate", "look").values.astype(float)
         b = np.where(np.isfinite(b), b, np.nan)
-        if not np.isfinite(b).any():
+        if not np.isfinite(b[:, :-1]).any():  # no interim bound (at the final look both bounds meet)
             continue
         lo, mid, hi = _quantiles(b)
         ax.plot(looks, mid, color=color, lw=2.5, marker="D", ms=6, label=text, gid=var)
