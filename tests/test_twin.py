@@ -110,6 +110,30 @@ def test_constant_hazard_survival_is_exponential_and_a_hazard_ratio_powers_it(sp
         assert abs(ly.mean() - exact) < 4 * ly.std() / math.sqrt(n)
 
 
+def test_a_delayed_effect_applies_only_after_its_delay(specs, tmp_path):
+    """Piecewise-constant hazard: exp(−λt) until the delay, then exp(−λd − hλ(t − d))."""
+    protocol = tmp_path / "delayed.yaml"
+    protocol.write_text(protocol_text(specs / "exp.yaml", "[{transition: event, hazard_ratio: 0.5, delay_months: 6}]"))
+    n = 20_000
+    ds = single(protocol, write_patient(tmp_path), n, horizon=3.0)
+    lam = 0.2 / 12
+    for months in (3, 6, 18, 36):
+        expected = math.exp(-lam * min(months, 6) - 0.5 * lam * max(months - 6, 0))
+        sim = ds["event_free"].sel(option="active", time=months).values.mean()
+        assert abs(sim - expected) < 4 * math.sqrt(expected * (1 - expected) / n), (months, sim, expected)
+    # before the delay both options are the same draw for draw (common random numbers)
+    early = ds["event_free"].sel(time=6)
+    np.testing.assert_array_equal(early.sel(option="control").values, early.sel(option="active").values)
+
+
+def test_an_interval_on_a_time_varying_effect_is_refused(specs, tmp_path):
+    protocol = tmp_path / "delayed_ci.yaml"
+    protocol.write_text(protocol_text(specs / "exp.yaml", "[{transition: event, hazard_ratio: 0.5, delay_months: 6, "
+                                                          "hazard_ratio_ci: [0.3, 0.8]}]"))
+    with pytest.raises(SpecError, match=r"arms\[1\]\.effects\[0\]\.hazard_ratio_ci"):
+        single(protocol, write_patient(tmp_path), 100, horizon=1.0)
+
+
 def generator(spec, hr, age, female, month, bg):
     """Per-month generator of the multi-state model at one step (rates, hazard ratios, life table)."""
     names = [s.name for s in spec.states]

@@ -54,6 +54,7 @@ from vctrial.results import spec_hash, write_netcdf
 from vctrial.spec.disease import Biomarker
 from vctrial.spec.patient import Patients, load_batch, load_patient
 from vctrial.spec.protocol import BiomarkerEffect, HazardEffect, Protocol
+from vctrial.trial.conduct import effect_profile
 
 LEVEL = 0.95
 Z95 = 1.959963984540054  # standard normal 97.5% quantile: a 95% interval spans ±Z95 SD
@@ -89,6 +90,7 @@ class TwinPlan:
     re_chol: np.ndarray  # (B, P, 2, 2) lower Cholesky factor of the posterior covariance
     utility: np.ndarray  # (S,)
     endpoint: np.ndarray  # (E,) bool: events of the protocol's time-to-event endpoint (all False if none)
+    hr_profile: np.ndarray | None = None  # (A, K, T) fixed multipliers of time-varying effects (delay, waning)
 
     @property
     def inner_draws(self) -> int:
@@ -152,9 +154,16 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
     markers = [b.name for b in disease.biomarkers]
     effects = []  # (arm, target index, is hazard, point, SD across parameter draws)
     slope_change = np.zeros((len(protocol.spec.arms), len(markers)))
+    hr_profile = np.ones((len(protocol.spec.arms), len(transitions), n_steps))
     for a, arm in enumerate(protocol.spec.arms):
-        for e in arm.effects:
-            if isinstance(e, HazardEffect):
+        for j, e in enumerate(arm.effects):
+            if isinstance(e, HazardEffect) and getattr(e, "time_varying", False):
+                if e.hazard_ratio_ci is not None:
+                    raise SpecError(str(protocol.path), f"arms[{a}].effects[{j}].hazard_ratio_ci",
+                                    "the twin draws parameter uncertainty for constant hazard ratios only; "
+                                    "give a time-varying effect (delay, periods, waning) without an interval")
+                hr_profile[a, transitions.index(e.transition)] *= effect_profile(e, n_steps, disease.time_step_months)
+            elif isinstance(e, HazardEffect):
                 ci = e.hazard_ratio_ci
                 sd = 0.0 if ci is None or M == 1 else (math.log(ci[1]) - math.log(ci[0])) / (2 * Z95)
                 effects.append((a, transitions.index(e.transition), True, math.log(e.hazard_ratio), sd))
@@ -185,6 +194,7 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
         effect_point=np.array(point, np.float64), effect_sd=np.array(sd, np.float64), slope_change=slope_change,
         n_arms=len(protocol.spec.arms), biomarkers=tuple(disease.biomarkers), covariates=covariates,
         re_mean=re_mean, re_chol=re_chol, utility=np.array([s.utility for s in disease.states]), endpoint=endpoint,
+        hr_profile=None if np.all(hr_profile == 1.0) else hr_profile,
     )
 
 
@@ -268,9 +278,10 @@ def sample_parameters(plan: TwinPlan, seed: int, draws: np.ndarray) -> tuple[np.
 
 def _hazard_ratio_steps(plan: TwinPlan, hr: np.ndarray) -> np.ndarray:
     """(A, K, T) when every draw has the same parameters, else (D, A, K, T)."""
+    profile = 1.0 if plan.hr_profile is None else plan.hr_profile
     if plan.parameter_draws == 1 or not plan.effect_sd.any():
-        return np.repeat(hr[0][..., None], plan.n_steps, axis=2)
-    return np.repeat(hr[..., None], plan.n_steps, axis=3)
+        return np.repeat(hr[0][..., None], plan.n_steps, axis=2) * profile
+    return np.repeat(hr[..., None], plan.n_steps, axis=3) * profile
 
 
 def _simulate(plan: TwinPlan, seed: int, draws: np.ndarray, patients: np.ndarray):
