@@ -130,3 +130,22 @@ def test_regions_and_clinics_are_mesa_agents_whose_catchments_partition_the_popu
     assert abs(regions[0].catchment.size / people.n - 0.3) < 0.03
     model.step()
     assert (engine.vax_day >= 0).sum() == people.n  # coverage 1, no capacity limit: everyone on day 0
+
+
+def test_willingness_to_pay_gives_net_monetary_benefit(tmp_path):
+    """NMB = WTP × ΔQALY − Δcost per replicate, summarized with its Monte Carlo interval."""
+    path = edited(tmp_path, chronic_files(tmp_path, population={"size": 3000, "age_min": 40, "age_max": 80}),
+                  lambda d: d.update(
+                      costs={"discount_rate_per_year": 0.0, "willingness_to_pay_per_qaly": 50000},
+                      interventions=[{"name": "drug", "type": "treatment", "start_year": 1, "cost_per_year": 100,
+                                      "effects": [{"transition": "death_ill", "hazard_ratio": 0.5}]}],
+                      scenarios=[{"name": "base"}, {"name": "drug", "interventions": ["drug"]}]))
+    out = tmp_path / "pop.nc"
+    assert main(["run", str(path), "-n", "3", "-s", "5", "-o", str(out), "--workers", "0", "-q"]) == 0
+    ds = xr.open_dataset(out)
+    assert ds.attrs["willingness_to_pay_per_qaly"] == 50000
+    total = {k: ds[k].sum(["time", "age_group", "region"]).values for k in ("qalys", "costs")}
+    nmb = 50000 * (total["qalys"][1] - total["qalys"][0]) - (total["costs"][1] - total["costs"][0])
+    row = summarize_population(ds).loc[("drug", "net monetary benefit")]
+    assert row["value"] == pytest.approx(nmb.mean(), rel=1e-12)
+    assert row["lower"] < row["value"] < row["upper"]

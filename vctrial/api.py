@@ -123,44 +123,33 @@ def sweep(protocol: PathLike, values: dict[str, list[Any]], replicates: int = 10
 
 def summarize(ds: xr.Dataset) -> pd.DataFrame:
     """The operating characteristics (or population / twin summaries) of a results Dataset."""
-    kind = ds.attrs.get("kind")
-    if kind == "population":
-        from vctrial.population.output import summarize_population
-
-        return summarize_population(ds)
-    if kind == "twin":
-        from vctrial.twin import summarize as summarize_twin
-
-        return summarize_twin(ds)
-    from vctrial import results
-
-    if "protocol" in ds.dims:
-        return results.compare_table(ds)
-    dims = _sweep_dims(ds)
-    if dims:
-        return results.sweep_table(ds, dims)
-    return results.summarize(ds)
+    return _readers(ds)[0]()
 
 
 def report(ds: xr.Dataset) -> str:
     """The text the command line prints for a results Dataset."""
+    return _readers(ds)[1]()
+
+
+def _readers(ds: xr.Dataset) -> tuple[Any, Any]:
+    """(summary table, printed text) functions of a results Dataset, chosen by what it holds."""
     kind = ds.attrs.get("kind")
     if kind == "population":
-        from vctrial.population.output import format_population_summary
+        from vctrial.population import output
 
-        return format_population_summary(ds)
+        return (lambda: output.summarize_population(ds)), (lambda: output.format_population_summary(ds))
     if kind == "twin":
-        from vctrial.twin import format_twin
+        from vctrial import twin as twin_module
 
-        return format_twin(ds)
+        return (lambda: twin_module.summarize(ds)), (lambda: twin_module.format_twin(ds))
     from vctrial import results
 
     if "protocol" in ds.dims:
-        return results.format_comparison(ds)
+        return (lambda: results.compare_table(ds)), (lambda: results.format_comparison(ds))
     dims = _sweep_dims(ds)
     if dims:
-        return results.format_sweep(ds, dims)
-    return results.format_summary(ds)
+        return (lambda: results.sweep_table(ds, dims)), (lambda: results.format_sweep(ds, dims))
+    return (lambda: results.summarize(ds)), (lambda: results.format_summary(ds))
 
 
 def figures(ds: xr.Dataset) -> dict[str, Figure]:

@@ -26,7 +26,7 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "ci_upper": ((), "{unit}", "upper confidence limit of the {effect}"),
     "log_hr_se": ((), "1", "standard error of the log hazard ratio"),
     "true_effect": ((), "{unit}", "counterfactual {effect} in the trial's own patients (every patient under every arm)"),
-    "duration_months": ((), "months", "trial duration from first randomization to the analysis"),
+    "duration_months": ((), "months", "trial duration from the start of enrollment to the (final or stopping) analysis"),
     "n_screened": ((), "patients", "candidates screened to randomize the sample"),
     "n_randomized": (("arm",), "patients", "patients randomized"),
     "n_analysed": (("arm",), "patients", "patients in the analysis"),
@@ -64,6 +64,20 @@ def spec_hash(protocol: Protocol) -> str:
     for p in (protocol.path, protocol.cohort.path, protocol.disease.path):
         h.update(Path(p).read_bytes())
     return h.hexdigest()[:16]
+
+
+def provenance(protocol: Protocol, seed: int) -> dict[str, str | int]:
+    """Attributes that make a results file reproducible: the three spec texts, their hash, seed, version."""
+    return {
+        "protocol_name": protocol.spec.name,
+        "protocol_file": str(protocol.path),
+        "protocol_text": protocol.text,
+        "cohort_text": Path(protocol.cohort.path).read_text(encoding="utf-8"),
+        "disease_text": Path(protocol.disease.path).read_text(encoding="utf-8"),
+        "spec_hash": spec_hash(protocol),
+        "seed": int(seed),
+        "vctrial_version": vctrial.__version__,
+    }
 
 
 def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], replicates: np.ndarray) -> xr.Dataset:
@@ -118,14 +132,7 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
     ds.attrs.update({
         "title": f"vctrial: {spec.name}",
         "kind": "trial",
-        "protocol_name": spec.name,
-        "protocol_file": str(protocol.path),
-        "protocol_text": protocol.text,
-        "cohort_text": Path(protocol.cohort.path).read_text(encoding="utf-8"),
-        "disease_text": Path(protocol.disease.path).read_text(encoding="utf-8"),
-        "spec_hash": spec_hash(protocol),
-        "seed": int(seed),
-        "vctrial_version": vctrial.__version__,
+        **provenance(protocol, seed),
         "endpoint": spec.endpoint.label or spec.endpoint.type,
         "effect_measure": effect,
         "effect_scale": "ratio" if tte and spec.analysis.method != "rmst" else "difference",

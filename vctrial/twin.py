@@ -50,7 +50,7 @@ from vctrial.disease import biomarker as bm
 from vctrial.disease import multistate as ms
 from vctrial.errors import SpecError
 from vctrial.execute import ExecOptions, Job, run_jobs
-from vctrial.results import spec_hash, write_netcdf
+from vctrial.results import provenance, spec_hash, write_netcdf
 from vctrial.spec.disease import Biomarker
 from vctrial.spec.patient import Patients, load_batch, load_patient
 from vctrial.spec.protocol import BiomarkerEffect, HazardEffect, Protocol
@@ -490,14 +490,7 @@ def _id_policy(keep_ids: bool, salt_given: bool) -> str:
 
 def _provenance(protocol: Protocol, seed: int, plan: TwinPlan, horizon_years: float) -> dict:
     return {
-        "protocol_name": protocol.spec.name,
-        "protocol_file": str(protocol.path),
-        "protocol_text": protocol.text,
-        "cohort_text": Path(protocol.cohort.path).read_text(encoding="utf-8"),
-        "disease_text": Path(protocol.disease.path).read_text(encoding="utf-8"),
-        "spec_hash": spec_hash(protocol),
-        "seed": int(seed),
-        "vctrial_version": vctrial.__version__,
+        **provenance(protocol, seed),
         "horizon_years": float(horizon_years),
         "horizon_months": float(plan.n_steps * plan.step_months),
         "draws": int(plan.draws),
@@ -532,7 +525,7 @@ def build_dataset(protocol: Protocol, patients: Patients, plan: TwinPlan, arrays
         "life_years": (opt, arrays["life_years"].T, {"long_name": "life-years lived by the horizon", "units": "years"}),
         "qalys": (opt, arrays["qalys"].T,
                   {"long_name": "quality-adjusted life-years by the horizon (state utilities, undiscounted)",
-                   "units": "years"}),
+                   "units": "QALY"}),
         "hazard_ratio": (opt + ("transition",), np.moveaxis(arrays["hazard_ratio"], 0, 1),
                          {"long_name": "treatment hazard ratio of each transition in this draw's parameter draw",
                           "units": "1"}),
@@ -599,7 +592,8 @@ def build_batch_dataset(protocol: Protocol, patients: Patients, plan: TwinPlan, 
         for name in ("life_years", "qalys"):
             i = [n for n, _ in names].index(name)
             data[name + suffix] = (("patient", "option", "statistic"), stack[:, :, i],
-                                   {"long_name": what + name.replace("_", "-") + " by the horizon", "units": "years"})
+                                   {"long_name": what + name.replace("_", "-") + " by the horizon",
+                                    "units": "QALY" if name == "qalys" else "years"})
     coords = {
         "patient": labels,
         "row": ("patient", patients.rows, {"long_name": "line of the patient in the input file"}),

@@ -114,6 +114,8 @@ def build_population_dataset(world: PopulationScenario, seed: int, arrays: dict[
         "horizon_years": float(spec.horizon_years),
         "discount_rate_per_year": float(spec.costs.discount_rate_per_year),
         "currency": spec.costs.currency,
+        **({"willingness_to_pay_per_qaly": float(spec.costs.willingness_to_pay_per_qaly)}
+           if spec.costs.willingness_to_pay_per_qaly is not None else {}),
         "baseline": spec.scenarios[0].name,
         "Conventions": "CF-1.8",
     })
@@ -174,6 +176,9 @@ def summarize_population(ds: xr.Dataset) -> pd.DataFrame:
         rows.append((name, "QALYs gained", *_interval(diff["qalys"])))
         rows.append((name, "incremental cost", *_interval(diff["costs"])))
         rows.append((name, "ICER (cost per QALY)", *fieller(diff["costs"], diff["qalys"])))
+        wtp = ds.attrs.get("willingness_to_pay_per_qaly")
+        if wtp is not None:
+            rows.append((name, "net monetary benefit", *_interval(wtp * diff["qalys"] - diff["costs"])))
     frame = pd.DataFrame(rows, columns=["scenario", "quantity", "value", "lower", "upper"])
     return frame.set_index(["scenario", "quantity"])
 

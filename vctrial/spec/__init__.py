@@ -11,6 +11,7 @@ KINDS: dict[str, str] = {
     "disease": "vctrial.spec.disease:DiseaseSpec",
     "trial": "vctrial.spec.protocol:TrialProtocol",
     "population": "vctrial.spec.population:PopulationSpec",
+    "patient": "vctrial.spec.patient:PatientSpec",
 }
 
 

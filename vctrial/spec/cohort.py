@@ -63,6 +63,9 @@ MIN_TRUNCATED_MASS = 1e-6
 MIN_EIGENVALUE = 1e-10
 """The latent correlation matrix must have eigenvalues above this (positive definite)."""
 
+# the unit column of the reference pages (vctrial.docgen) for values in the covariate's own unit
+_COVARIATE_UNIT = {"unit": "the covariate's unit"}
+
 
 def _fail(loc: tuple[Any, ...], message: str) -> None:
     """Raise a validation error at ``loc`` (relative to the model being validated)."""
@@ -96,11 +99,17 @@ def _g(x: float) -> str:
 class _Continuous(StrictModel):
     """Shared fields and checks of the normal and lognormal marginals."""
 
-    mean: Annotated[float, pydantic.AfterValidator(_finite)]
-    sd: Annotated[float, pydantic.AfterValidator(_positive)]
-    min: float | None = None
-    max: float | None = None
-    unit: str | None = None
+    mean: Annotated[float, pydantic.AfterValidator(_finite)] = pydantic.Field(
+        description="mean of the untruncated distribution", json_schema_extra=_COVARIATE_UNIT)
+    sd: Annotated[float, pydantic.AfterValidator(_positive)] = pydantic.Field(
+        description="standard deviation of the untruncated distribution; > 0", json_schema_extra=_COVARIATE_UNIT)
+    min: float | None = pydantic.Field(
+        None, description="lower truncation bound: values are drawn from the distribution restricted to "
+        "[min, max] (null: no bound)", json_schema_extra=_COVARIATE_UNIT)
+    max: float | None = pydantic.Field(None, description="upper truncation bound (null: no bound)",
+                                       json_schema_extra=_COVARIATE_UNIT)
+    unit: str | None = pydantic.Field(
+        None, description="unit of the values, e.g. years or mg/dL; patient files must state the same unit")
 
     @pydantic.field_validator("min", "max")
     @classmethod
@@ -132,7 +141,7 @@ class _Continuous(StrictModel):
 class NormalCovariate(_Continuous):
     """Normal marginal, optionally truncated to [min, max]."""
 
-    distribution: Literal["normal"]
+    distribution: Literal["normal"] = pydantic.Field(description="selects the normal marginal")
 
     def latent_bounds(self) -> tuple[float, float]:
         lo = -math.inf if self.min is None else (self.min - self.mean) / self.sd
@@ -148,8 +157,10 @@ class NormalCovariate(_Continuous):
 class LognormalCovariate(_Continuous):
     """Lognormal marginal given by its natural-scale mean and sd, optionally truncated."""
 
-    distribution: Literal["lognormal"]
-    mean: Annotated[float, pydantic.AfterValidator(_positive)]
+    distribution: Literal["lognormal"] = pydantic.Field(description="selects the lognormal marginal")
+    mean: Annotated[float, pydantic.AfterValidator(_positive)] = pydantic.Field(
+        description="natural-scale mean of the untruncated distribution (not the mean of the log); > 0",
+        json_schema_extra=_COVARIATE_UNIT)
 
     @pydantic.field_validator("min")
     @classmethod
@@ -184,16 +195,19 @@ class LognormalCovariate(_Continuous):
 class BinaryCovariate(StrictModel):
     """0/1 covariate, 1 with probability p (1 when its latent normal is high)."""
 
-    distribution: Literal["binary"]
-    p: Annotated[float, pydantic.AfterValidator(_probability)]
+    distribution: Literal["binary"] = pydantic.Field(description="selects the 0/1 marginal")
+    p: Annotated[float, pydantic.AfterValidator(_probability)] = pydantic.Field(
+        description="probability of 1, between 0 and 1")
 
 
 class CategoricalCovariate(StrictModel):
     """Categorical covariate; stored as level codes 0..K-1 in the order of ``levels``."""
 
-    distribution: Literal["categorical"]
-    levels: list[str]
-    p: list[float]
+    distribution: Literal["categorical"] = pydantic.Field(description="selects the categorical marginal")
+    levels: list[str] = pydantic.Field(
+        description="level names in order (quoted strings, at least 2); stored as codes 0..K-1, later levels "
+        "going with higher latent values")
+    p: list[float] = pydantic.Field(description="probability of each level, in the order of levels; they sum to 1")
 
     @pydantic.field_validator("levels", mode="before")
     @classmethod
@@ -302,8 +316,10 @@ Covariate = Annotated[Any, pydantic.PlainValidator(_covariate, json_schema_input
 class DerivedCovariate(StrictModel):
     """A covariate computed from earlier ones; a condition is stored as 1.0 / 0.0."""
 
-    expr: str
-    unit: str | None = None
+    expr: str = pydantic.Field(
+        description="expression of the covariates and earlier derived covariates in the expression grammar "
+        "(+ - * / **, comparisons, and/or/not, in [...], log exp sqrt abs min max); a condition gives 1.0 or 0.0")
+    unit: str | None = pydantic.Field(None, description="unit of the computed values")
 
 
 def _derived(value: Any) -> Any:
@@ -314,21 +330,28 @@ def _derived(value: Any) -> Any:
     return _validate_entry(DerivedCovariate, value, "a derived covariate")
 
 
-Derived = Annotated[Any, pydantic.PlainValidator(_derived)]
+Derived = Annotated[Any, pydantic.PlainValidator(_derived, json_schema_input_type=DerivedCovariate)]
 """A derived covariate (validated as :class:`DerivedCovariate`)."""
 
 
 class CohortSpec(StrictModel):
     """A cohort: covariates, derived covariates, latent correlations and eligibility."""
 
-    kind: Literal["cohort"]
-    name: str
-    description: str | None = None
-    sources: list[str] = []
-    covariates: dict[str, Covariate]
-    derived: dict[str, Derived] = {}
-    correlations: list[tuple[str, str, float]] = []
-    eligibility: list[str] = []
+    kind: Literal["cohort"] = pydantic.Field(description="marks a cohort file")
+    name: str = pydantic.Field(description="human-readable name of the cohort")
+    description: str | None = pydantic.Field(None, description="free text: who the patients are")
+    sources: list[str] = pydantic.Field([], description="references the marginals and correlations come from")
+    covariates: dict[str, Covariate] = pydantic.Field(
+        description="sampled covariates by name (identifiers), each a marginal distribution chosen by its "
+        "distribution key; their order is the column order")
+    derived: dict[str, Derived] = pydantic.Field(
+        {}, description="covariates computed from the sampled ones, by name, in computation order")
+    correlations: list[tuple[str, str, float]] = pydantic.Field(
+        [], description="latent (Gaussian-copula) correlations [covariate, covariate, r] with -1 < r < 1; the "
+        "matrix must be positive definite; unlisted pairs are independent")
+    eligibility: list[str] = pydantic.Field(
+        [], description="conditions in the expression grammar that every randomized patient meets; candidates "
+        "failing one are screen failures")
 
     _path: Path | None = pydantic.PrivateAttr(default=None)
     _derived_exprs: dict[str, Expr] = pydantic.PrivateAttr(default_factory=dict)

@@ -15,22 +15,27 @@ from vctrial.spec.base import StrictModel, load
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # a covariate column, or an indicator of one categorical level: nyha_class[III]
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\[\]]+\])?$")
+# the unit column of the reference pages (vctrial.docgen) for values in the biomarker's own unit
+_BIOMARKER_UNIT = {"unit": "the biomarker's unit"}
 
 
 class State(StrictModel):
     """A health state; absorbing states (deaths) end a patient's path."""
 
-    name: str = Field(pattern=_NAME)
-    absorbing: bool = False
-    utility: float = Field(1.0, ge=-1.0, le=1.0, description="quality-of-life weight (QALY per year)")
+    name: str = Field(pattern=_NAME, description="state name (an identifier)")
+    absorbing: bool = Field(False, description="true for a state that is never left (death); entering one is death")
+    utility: float = Field(1.0, ge=-1.0, le=1.0, description="quality-of-life weight: QALYs per year lived in the state",
+                           json_schema_extra={"unit": "QALY/year"})
 
 
 class CovariateEffect(StrictModel):
     """One term of a log-linear predictor: coefficient × (covariate − reference)."""
 
     covariate: str = Field(description="cohort covariate, or categorical indicator like nyha_class[III]")
-    coef: float = Field(description="per unit of the covariate (log hazard ratio for hazards)")
-    reference: float = Field(0.0, description="value at which the term is zero")
+    coef: float = Field(description="coefficient per unit of the covariate: a log hazard ratio in a transition, "
+                        "biomarker units in a biomarker", json_schema_extra={"unit": "per unit of the covariate"})
+    reference: float = Field(0.0, description="value of the covariate at which the term is zero",
+                             json_schema_extra={"unit": "the covariate's unit"})
 
     @pydantic.field_validator("covariate")
     @classmethod
@@ -44,10 +49,10 @@ class Transition(StrictModel):
     """A transition with hazard rate_per_year × exp(Σ coef·(x − reference)), constant in time."""
 
     name: str = Field(pattern=_NAME, description="event name used by endpoints and treatment effects")
-    from_: str = Field(alias="from")
-    to: str
+    from_: str = Field(alias="from", description="state the transition leaves (not absorbing)")
+    to: str = Field(description="state the transition enters")
     rate_per_year: float = Field(gt=0.0, description="hazard at the reference covariate values (1/year)")
-    effects: list[CovariateEffect] = []
+    effects: list[CovariateEffect] = Field([], description="covariate terms of the log hazard")
 
 
 class BackgroundMortality(StrictModel):
@@ -57,7 +62,8 @@ class BackgroundMortality(StrictModel):
     event: str = Field("background_death", pattern=_NAME, description="event name of this transition")
     age: str = Field("age", description="cohort covariate holding age at randomization (years)")
     female: str = Field("sex_female", description="cohort covariate, 1 for female, 0 for male")
-    life_table: Literal["us_ssa"] = "us_ssa"
+    life_table: Literal["us_ssa"] = Field(
+        "us_ssa", description="the shipped period life table: us_ssa, US Social Security Area 2023 (q_x by sex)")
     multiplier: float = Field(1.0, gt=0.0, description="scales the life-table hazard (e.g. excess comorbidity)")
 
 
@@ -68,32 +74,41 @@ class Biomarker(StrictModel):
     ε the residual (measurement) noise at each visit, independent across visits.
     """
 
-    name: str = Field(pattern=_NAME)
-    unit: str = ""
-    intercept: float = 0.0
-    effects: list[CovariateEffect] = []
-    slope_per_year: float = 0.0
-    random_intercept_sd: float = Field(0.0, ge=0.0)
-    random_slope_sd: float = Field(0.0, ge=0.0)
-    random_correlation: float = Field(0.0, gt=-1.0, lt=1.0)
-    residual_sd: float = Field(0.0, ge=0.0)
-    min: float | None = Field(None, description="observed values are clipped at this bound")
-    max: float | None = None
+    name: str = Field(pattern=_NAME, description="biomarker name, used by endpoints and treatment effects")
+    unit: str = Field("", description="unit of the values, e.g. % or mmol/L")
+    intercept: float = Field(0.0, description="mean at randomization with every covariate at its reference",
+                             json_schema_extra=_BIOMARKER_UNIT)
+    effects: list[CovariateEffect] = Field([], description="covariate terms of the mean")
+    slope_per_year: float = Field(0.0, description="mean change per year",
+                                  json_schema_extra={"unit": "biomarker unit/year"})
+    random_intercept_sd: float = Field(0.0, ge=0.0, description="between-patient SD of the level (b0)",
+                                       json_schema_extra=_BIOMARKER_UNIT)
+    random_slope_sd: float = Field(0.0, ge=0.0, description="between-patient SD of the slope (b1)",
+                                   json_schema_extra={"unit": "biomarker unit/year"})
+    random_correlation: float = Field(0.0, gt=-1.0, lt=1.0, description="correlation of b0 and b1")
+    residual_sd: float = Field(0.0, ge=0.0, description="SD of the measurement noise at each visit; > 0 for a "
+                               "patient twin conditioned on measured values", json_schema_extra=_BIOMARKER_UNIT)
+    min: float | None = Field(None, description="observed values are clipped at this bound (null: none)",
+                              json_schema_extra=_BIOMARKER_UNIT)
+    max: float | None = Field(None, description="observed values are clipped at this bound (null: none)",
+                              json_schema_extra=_BIOMARKER_UNIT)
 
 
 class DiseaseSpec(StrictModel):
     """A disease model file (``kind: disease``)."""
 
-    kind: Literal["disease"]
-    name: str
-    description: str = ""
-    sources: list[str] = []
-    time_step_months: float = Field(1.0, gt=0.0, le=12.0)
-    states: list[State] = Field(min_length=2)
-    initial_state: str
-    transitions: list[Transition] = Field(min_length=1)
-    background_mortality: BackgroundMortality | None = None
-    biomarkers: list[Biomarker] = []
+    kind: Literal["disease"] = Field(description="marks a disease model file")
+    name: str = Field(description="human-readable name of the model")
+    description: str = Field("", description="free text")
+    sources: list[str] = Field([], description="references the rates and coefficients come from")
+    time_step_months: float = Field(1.0, gt=0.0, le=12.0, description="step within which hazards are constant "
+                                    "(ages, life-table rates and time-varying effects are updated per step)")
+    states: list[State] = Field(min_length=2, description="the health states")
+    initial_state: str = Field(description="state every patient starts in (not absorbing)")
+    transitions: list[Transition] = Field(min_length=1, description="transitions between states, each with its hazard")
+    background_mortality: BackgroundMortality | None = Field(
+        None, description="competing death from other causes by age and sex (null: none)")
+    biomarkers: list[Biomarker] = Field([], description="continuous measurements following linear mixed models")
     _path: Path | None = pydantic.PrivateAttr(default=None)
 
     @property

@@ -64,10 +64,11 @@ _FALSE = {"0", "false", "no"}
 class Measurement(StrictModel):
     """One dated biomarker value."""
 
-    date: datetime.date
-    biomarker: str
-    value: float
-    unit: str | None = None
+    date: datetime.date = Field(description="date of the measurement (YYYY-MM-DD), on or before as_of")
+    biomarker: str = Field(description="name of the disease model's biomarker")
+    value: float = Field(description="measured value, inside the model's bounds",
+                         json_schema_extra={"unit": "the biomarker's unit"})
+    unit: str | None = Field(None, description="unit, if stated: must be the disease model's unit for the biomarker")
 
     @pydantic.field_validator("value")
     @classmethod
@@ -80,25 +81,32 @@ class Measurement(StrictModel):
 class PastEvent(StrictModel):
     """One dated transition of the disease model that already happened."""
 
-    date: datetime.date
-    event: str
+    date: datetime.date = Field(description="date of the event (YYYY-MM-DD), on or before as_of")
+    event: str = Field(description="name of a disease transition; in date order, past events must form a path "
+                       "from the initial state that leaves the patient alive")
 
 
 class History(StrictModel):
-    measurements: list[Measurement] = []
-    events: list[PastEvent] = []
+    """What is known of the patient before the decision date."""
+
+    measurements: list[Measurement] = Field([], description="dated biomarker values: condition the patient's "
+                                            "random effects")
+    events: list[PastEvent] = Field([], description="dated past transitions: set the starting state")
 
 
 class PatientSpec(StrictModel):
     """A patient file (``kind: patient``); covariates are checked against the cohort later."""
 
-    kind: Literal["patient"]
+    kind: Literal["patient"] = Field(description="marks a patient file")
     id: str | int | None = Field(None, description="identifier; replaced by a salted hash in outputs")
     cohort: str | None = Field(None, description="cohort file the covariates follow, relative to this file")
     disease: str | None = Field(None, description="disease model file, relative to this file")
-    as_of: datetime.date | None = Field(None, description="decision date: time zero of the forecast")
-    covariates: dict[str, Any]
-    history: History = History()
+    as_of: datetime.date | None = Field(None, description="decision date: time zero of the forecast (default: the "
+                                        "latest dated measurement or event)")
+    covariates: dict[str, Any] = Field(
+        description="cohort covariate -> a number in the cohort's unit, {value, unit} with the unit stated, 0/1 "
+        "or true/false for a binary, or a level (quoted) for a categorical; every covariate the disease reads")
+    history: History = Field(History(), description="past measurements and events (default: none)")
 
     @pydantic.field_validator("covariates")
     @classmethod

@@ -46,23 +46,27 @@ def _increasing(values: list[float], what: str) -> list[float]:
 class Region(StrictModel):
     """A region: its share of the population; its clinics deliver the interventions there."""
 
-    name: str = Field(pattern=_NAME)
-    share: float = Field(gt=0.0, le=1.0)
+    name: str = Field(pattern=_NAME, description="region name (an identifier); the region coordinate of the results")
+    share: float = Field(gt=0.0, le=1.0, description="share of the population living there; shares sum to 1")
 
 
 class Population(StrictModel):
     """Who lives there: size, age–sex structure, covariates, regions."""
 
-    size: int = Field(ge=10, le=100_000_000, description="people simulated per replicate")
+    size: int = Field(ge=10, le=100_000_000, description="people simulated per replicate",
+                      json_schema_extra={"unit": "people"})
     age_sex: Literal["pyramid", "cohort"] = Field(
         "pyramid", description="pyramid: ages and sexes from the shipped population pyramid; cohort: from the cohort file")
-    pyramid: Literal["us_2022"] = "us_2022"
-    age_min: int = Field(0, ge=0, le=99, description="youngest age included (years)")
-    age_max: int = Field(100, ge=1, le=100, description="ages below this are included (years)")
+    pyramid: Literal["us_2022"] = Field(
+        "us_2022", description="shipped pyramid: us_2022, US resident population by age and sex, July 2022 (Census Bureau)")
+    age_min: int = Field(0, ge=0, le=99, description="youngest age included", json_schema_extra={"unit": "years"})
+    age_max: int = Field(100, ge=1, le=100, description="ages below this are included",
+                         json_schema_extra={"unit": "years"})
     cohort: str | None = Field(None, description="cohort file (relative to this file) for the other covariates")
     age_covariate: str = Field("age", description="covariate that holds age (years)")
     female_covariate: str = Field("sex_female", description="covariate that is 1 for women")
-    regions: list[Region] = Field(default_factory=lambda: [Region(name="all", share=1.0)], min_length=1)
+    regions: list[Region] = Field(default_factory=lambda: [Region(name="all", share=1.0)], min_length=1,
+                                  description="regions people are assigned to at random by their shares")
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Population:
@@ -82,8 +86,10 @@ class Population(StrictModel):
 class Demography(StrictModel):
     """Ageing, background mortality from the life table, births."""
 
-    ageing: bool = Field(True, description="covariate age effects and the life table follow current age")
-    background_mortality: bool = True
+    ageing: bool = Field(True, description="chronic models: the disease's age coefficients act on current age "
+                         "(false: on age at time 0); the life table and output age groups always use current age")
+    background_mortality: bool = Field(True, description="death from other causes by the US life table (chronic "
+                                       "models: needs the disease's background_mortality block)")
     mortality_multiplier: float = Field(1.0, gt=0.0, description="infection models: scales the life-table hazard")
     births_per_1000_per_year: float = Field(0.0, ge=0.0, le=100.0,
                                             description="newborns per 1000 initial residents per year (age 0)")
@@ -95,8 +101,9 @@ class Demography(StrictModel):
 class Duration(StrictModel):
     """A duration in days, drawn per person and episode and rounded up to whole days."""
 
-    distribution: Literal["exponential", "fixed", "lognormal"] = "exponential"
-    mean_days: float = Field(gt=0.0, le=3650.0)
+    distribution: Literal["exponential", "fixed", "lognormal"] = Field(
+        "exponential", description="law of the duration before rounding up to whole days (at least one)")
+    mean_days: float = Field(gt=0.0, le=3650.0, description="mean of the duration before rounding")
     sd_days: float | None = Field(None, gt=0.0, description="lognormal only")
 
     @pydantic.model_validator(mode="after")
@@ -109,15 +116,17 @@ class Duration(StrictModel):
 class HouseholdLayer(StrictModel):
     """Households of size 1 + Poisson(mean_size - 1), capped at max_size; everyone meets daily."""
 
-    mean_size: float = Field(ge=1.0, le=8.0)
-    max_size: int = Field(10, ge=1, le=30)
+    mean_size: float = Field(ge=1.0, le=8.0, description="mean household size before the cap",
+                             json_schema_extra={"unit": "people"})
+    max_size: int = Field(10, ge=1, le=30, description="largest household", json_schema_extra={"unit": "people"})
     beta: float = Field(ge=0.0, le=1.0, description="transmission probability per infectious household contact per day")
 
 
 class CommunityLayer(StrictModel):
     """Random mixing: each infectious person meets people drawn uniformly from the whole population."""
 
-    contacts_per_day: float = Field(gt=0.0, le=200.0)
+    contacts_per_day: float = Field(gt=0.0, le=200.0, description="mean contacts per infectious person per day",
+                                    json_schema_extra={"unit": "1/day"})
     distribution: Literal["poisson", "fixed"] = Field("poisson", description="number of contacts per day")
     beta: float = Field(ge=0.0, le=1.0, description="transmission probability per contact")
 
@@ -126,9 +135,12 @@ class AgeMixingLayer(StrictModel):
     """Age-structured mixing: contacts[a][b] is the mean daily number of contacts that a person of
     age group a has with people of age group b (drawn uniformly within b)."""
 
-    age_groups: list[float]
-    contacts_per_day: list[list[float]]
-    beta: float = Field(ge=0.0, le=1.0)
+    age_groups: list[float] = Field(description="increasing edges of the age groups (G + 1 edges for G groups)",
+                                    json_schema_extra={"unit": "years"})
+    contacts_per_day: list[list[float]] = Field(
+        description="G x G matrix: row a, column b is the mean daily contacts of a person of group a with group b",
+        json_schema_extra={"unit": "1/day"})
+    beta: float = Field(ge=0.0, le=1.0, description="transmission probability per contact")
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> AgeMixingLayer:
@@ -142,16 +154,19 @@ class AgeMixingLayer(StrictModel):
 
 
 class Layers(StrictModel):
-    household: HouseholdLayer | None = None
-    community: CommunityLayer | None = None
-    age_mixing: AgeMixingLayer | None = None
+    """The contact layers over which infection spreads (at least one)."""
+
+    household: HouseholdLayer | None = Field(None, description="household contacts (null: none)")
+    community: CommunityLayer | None = Field(None, description="random mixing over the whole population (null: none)")
+    age_mixing: AgeMixingLayer | None = Field(None, description="age-structured contacts (null: none)")
 
 
 class Fatality(StrictModel):
     """Probability that an infection ends in death, by age group (age_groups are edges)."""
 
-    age_groups: list[float]
-    probability: list[float]
+    age_groups: list[float] = Field(description="increasing edges of the age groups (age at death)",
+                                    json_schema_extra={"unit": "years"})
+    probability: list[float] = Field(description="probability that an infection ends in death, one per age group")
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> Fatality:
@@ -166,13 +181,15 @@ class Fatality(StrictModel):
 class Infection(StrictModel):
     """SIR / SEIR transmission over contact layers, stepped daily."""
 
-    model: Literal["sir", "seir"]
+    model: Literal["sir", "seir"] = Field(description="sir, or seir with a latent (exposed, not yet infectious) period")
     latent: Duration | None = Field(None, description="SEIR only: time from infection to infectiousness")
-    infectious: Duration
+    infectious: Duration = Field(description="duration of infectiousness")
     immunity_days: float | None = Field(None, gt=0.0, description="mean duration of immunity after recovery (exponential); none = lifelong")
-    fatality: Fatality | None = None
-    initial_infected: int = Field(ge=1, description="people infected on day 0 (the lowest-numbered, whose ages are random)")
-    layers: Layers
+    fatality: Fatality | None = Field(None, description="death at the end of the infectious period (null: no "
+                                      "infection deaths)")
+    initial_infected: int = Field(ge=1, description="people infected on day 0 (the lowest-numbered, whose ages are random)",
+                                  json_schema_extra={"unit": "people"})
+    layers: Layers = Field(description="contact layers")
     utility: dict[str, float] = Field(default_factory=dict, description="QALY weight per infection state (default 1)")
 
     @pydantic.model_validator(mode="after")
@@ -195,9 +212,11 @@ class Infection(StrictModel):
 class Eligibility(StrictModel):
     """Who may receive an intervention: age band, regions, disease states, covariate criteria."""
 
-    age_min: float = Field(0.0, ge=0.0)
-    age_max: float = Field(200.0, gt=0.0, description="exclusive")
-    regions: list[str] | None = None
+    age_min: float = Field(0.0, ge=0.0, description="youngest eligible age, inclusive (age at delivery)",
+                           json_schema_extra={"unit": "years"})
+    age_max: float = Field(200.0, gt=0.0, description="oldest eligible age, exclusive",
+                           json_schema_extra={"unit": "years"})
+    regions: list[str] | None = Field(None, description="regions where it is offered (default: all)")
     states: list[str] | None = Field(None, description="current disease / infection states (default: any alive)")
     criteria: list[str] = Field(default_factory=list, description="conditions on baseline covariates (expression grammar)")
 
@@ -205,15 +224,17 @@ class Eligibility(StrictModel):
 class RiskFactorChange(StrictModel):
     """Add ``change`` (in the covariate's unit) to a covariate of the disease's hazards."""
 
-    covariate: str
-    change: float
+    covariate: str = Field(description="covariate used by the disease's transition hazards")
+    change: float = Field(description="added to the covariate", json_schema_extra={"unit": "the covariate's unit"})
 
 
 class _Intervention(StrictModel):
-    name: str = Field(pattern=_NAME)
+    """Fields shared by every intervention: when, to whom, how many accept, how fast."""
+
+    name: str = Field(pattern=_NAME, description="intervention name (an identifier), used by scenarios")
     start_year: float = Field(0.0, ge=0.0, description="delivery starts (years from the start)")
     end_year: float | None = Field(None, gt=0.0, description="delivery stops; people already reached keep the effect")
-    eligibility: Eligibility = Eligibility()
+    eligibility: Eligibility = Field(Eligibility(), description="who may receive it (default: everyone alive)")
     coverage: float = Field(1.0, ge=0.0, le=1.0, description="share of eligible people who accept when offered")
     capacity_per_week_per_100k: float | None = Field(
         None, gt=0.0, description="deliveries per week per 100 000 residents of a region (none = unlimited)")
@@ -228,17 +249,19 @@ class _Intervention(StrictModel):
 class Detection(StrictModel):
     """What happens to a true positive: a move to another state and/or a treatment."""
 
-    move_to: str | None = None
-    effects: list[HazardEffect] = []
-    risk_factor: RiskFactorChange | None = None
-    cost_per_year: float = Field(0.0, ge=0.0, description="ongoing cost of treatment after detection")
+    move_to: str | None = Field(None, description="state true positives move to, e.g. diagnosed (null: stay)")
+    effects: list[HazardEffect] = Field([], description="hazard ratios applied to true positives from detection on")
+    risk_factor: RiskFactorChange | None = Field(None, description="risk-factor change of true positives (null: none)")
+    cost_per_year: float = Field(0.0, ge=0.0, description="ongoing cost per detected person per year alive",
+                                 json_schema_extra={"unit": "currency/person-year"})
 
 
 class Target(StrictModel):
     """The condition a screening test looks for: being in one of ``states`` or meeting ``criteria``."""
 
-    states: list[str] = []
-    criteria: list[str] = []
+    states: list[str] = Field([], description="disease states that count as the condition")
+    criteria: list[str] = Field([], description="conditions on baseline covariates that count as the condition "
+                                "(expression grammar)")
 
     @pydantic.model_validator(mode="after")
     def _some(self) -> Target:
@@ -250,33 +273,40 @@ class Target(StrictModel):
 class Screening(_Intervention):
     """Periodic tests in an age band; true positives are treated or moved (e.g. to 'diagnosed')."""
 
-    type: Literal["screening"]
-    interval_years: float = Field(gt=0.0)
-    sensitivity: float = Field(ge=0.0, le=1.0)
-    specificity: float = Field(ge=0.0, le=1.0)
-    target: Target
-    on_detection: Detection = Detection()
-    cost_per_test: float = Field(0.0, ge=0.0)
-    cost_per_positive: float = Field(0.0, ge=0.0, description="work-up of every positive test, true or false")
+    type: Literal["screening"] = Field(description="selects a screening programme")
+    interval_years: float = Field(gt=0.0, description="time between two tests of the same person")
+    sensitivity: float = Field(ge=0.0, le=1.0, description="probability that a test of a person with the condition is positive")
+    specificity: float = Field(ge=0.0, le=1.0, description="probability that a test of a person without it is negative")
+    target: Target = Field(description="the condition the test looks for")
+    on_detection: Detection = Field(Detection(), description="what happens to true positives (who are not tested again)")
+    cost_per_test: float = Field(0.0, ge=0.0, description="cost of one test",
+                                 json_schema_extra={"unit": "currency/test"})
+    cost_per_positive: float = Field(0.0, ge=0.0, description="work-up of every positive test, true or false",
+                                     json_schema_extra={"unit": "currency/positive test"})
 
 
 class Vaccination(_Intervention):
     """One dose: efficacy against infection and against death, both waning exponentially."""
 
-    type: Literal["vaccination"]
-    efficacy_infection: float = Field(ge=0.0, le=1.0)
+    type: Literal["vaccination"] = Field(description="selects a vaccination campaign")
+    efficacy_infection: float = Field(ge=0.0, le=1.0, description="relative reduction of the per-contact "
+                                      "transmission probability to a vaccinated person")
     efficacy_severe: float = Field(0.0, ge=0.0, le=1.0, description="against death given infection")
-    waning_days: float | None = Field(None, gt=0.0, description="mean duration of protection; none = no waning")
-    cost_per_dose: float = Field(0.0, ge=0.0)
+    waning_days: float | None = Field(None, gt=0.0, description="efficacies decay as exp(-days since the dose / "
+                                      "waning_days); none = no waning")
+    cost_per_dose: float = Field(0.0, ge=0.0, description="cost of one dose",
+                                 json_schema_extra={"unit": "currency/dose"})
 
 
 class Treatment(_Intervention):
     """Start treatment: hazard ratios inline or from a trial protocol's arm."""
 
-    type: Literal["treatment"]
-    effects: list[HazardEffect] = []
-    effect_from: str | None = Field(None, description="'path/to/protocol.yaml#arm' (relative to this file)")
-    cost_per_year: float = Field(0.0, ge=0.0)
+    type: Literal["treatment"] = Field(description="selects a treatment programme")
+    effects: list[HazardEffect] = Field([], description="hazard ratios of the treated (instead of effect_from)")
+    effect_from: str | None = Field(None, description="'path/to/protocol.yaml#arm' (relative to this file): the "
+                                    "hazard ratios of that trial arm")
+    cost_per_year: float = Field(0.0, ge=0.0, description="cost per treated person per year alive",
+                                 json_schema_extra={"unit": "currency/person-year"})
 
     @pydantic.model_validator(mode="after")
     def _one_source(self) -> Treatment:
@@ -290,10 +320,12 @@ class Treatment(_Intervention):
 class RiskFactor(_Intervention):
     """Change a covariate (e.g. systolic pressure -10 mmHg) in the covered people."""
 
-    type: Literal["risk_factor"]
-    covariate: str
-    change: float
-    cost_per_year: float = Field(0.0, ge=0.0)
+    type: Literal["risk_factor"] = Field(description="selects a risk-factor programme")
+    covariate: str = Field(description="covariate used by the disease's transition hazards")
+    change: float = Field(description="added to the covariate of the people reached",
+                          json_schema_extra={"unit": "the covariate's unit"})
+    cost_per_year: float = Field(0.0, ge=0.0, description="cost per person reached per year alive",
+                                 json_schema_extra={"unit": "currency/person-year"})
 
 
 Intervention = Annotated[Union[Screening, Vaccination, Treatment, RiskFactor], Field(discriminator="type")]
@@ -302,10 +334,11 @@ Intervention = Annotated[Union[Screening, Vaccination, Treatment, RiskFactor], F
 class Scenario(StrictModel):
     """A named set of interventions; ``changes`` overrides fields of them (``name.field: value``)."""
 
-    name: str = Field(pattern=_NAME)
-    description: str = ""
-    interventions: list[str] = []
-    changes: dict[str, Any] = {}
+    name: str = Field(pattern=_NAME, description="scenario name (an identifier); the scenario coordinate")
+    description: str = Field("", description="free text")
+    interventions: list[str] = Field([], description="names of the interventions delivered in this scenario")
+    changes: dict[str, Any] = Field({}, description="overrides 'intervention.field: value' of this scenario's "
+                                    "interventions (dotted fields reach nested keys), re-validated")
 
 
 # ------------------------------------------------------------------------------- costs, outputs
@@ -314,16 +347,27 @@ class Scenario(StrictModel):
 class Costs(StrictModel):
     """Unit costs; all costs and QALYs are discounted continuously at ``discount_rate_per_year``."""
 
-    currency: str = "USD"
-    discount_rate_per_year: float = Field(0.03, ge=0.0, le=0.2)
-    state_per_year: dict[str, float] = {}
-    per_event: dict[str, float] = Field(default_factory=dict, description="chronic: event names; infection: infection, death")
+    currency: str = Field("USD", description="currency label of every cost")
+    discount_rate_per_year: float = Field(0.03, ge=0.0, le=0.2, description="annual rate r: amounts at time t "
+                                          "(years) are weighted by (1 + r)^-t, continuously")
+    state_per_year: dict[str, float] = Field({}, description="cost per person-year spent in each state (by name)",
+                                             json_schema_extra={"unit": "currency/person-year"})
+    per_event: dict[str, float] = Field(default_factory=dict, description="cost of each event by name (chronic: "
+                                        "event names; infection: infection, death)",
+                                        json_schema_extra={"unit": "currency/event"})
+    willingness_to_pay_per_qaly: float | None = Field(
+        None, gt=0.0, description="cost-effectiveness threshold: drawn on the cost-effectiveness plane and used for "
+        "the net monetary benefit in the summary", json_schema_extra={"unit": "currency/QALY"})
 
 
 class Outputs(StrictModel):
+    """The output grid: period length, calendar step, age groups, what counts as incidence and prevalence."""
+
     interval_days: float | None = Field(None, gt=0.0, description="default: a year (chronic), a week (infection)")
     calendar_days: float | None = Field(None, gt=0.0, description="period of the Mesa calendar (deliveries); default: one disease step (chronic), a week (infection)")
-    age_groups: list[float] = Field(default_factory=lambda: [0.0, 18.0, 40.0, 65.0, 80.0, 200.0])
+    age_groups: list[float] = Field(default_factory=lambda: [0.0, 18.0, 40.0, 65.0, 80.0, 200.0],
+                                    description="increasing edges of the output age groups (age at the time)",
+                                    json_schema_extra={"unit": "years"})
     incidence_events: list[str] | None = Field(None, description="chronic: events counted as incidence (default: non-fatal transitions out of the initial state)")
     prevalence_states: list[str] | None = Field(None, description="chronic: states counted as prevalent (default: non-initial, non-absorbing)")
 
@@ -336,18 +380,19 @@ class Outputs(StrictModel):
 class PopulationSpec(StrictModel):
     """A population scenario file (``kind: population``)."""
 
-    kind: Literal["population"]
-    name: str
-    description: str = ""
-    sources: list[str] = []
-    population: Population
-    horizon_years: float = Field(gt=0.0, le=100.0)
-    demography: Demography = Demography()
+    kind: Literal["population"] = Field(description="marks a population scenario file")
+    name: str = Field(description="human-readable name of the scenario file")
+    description: str = Field("", description="free text")
+    sources: list[str] = Field([], description="references the inputs come from")
+    population: Population = Field(description="who lives there")
+    horizon_years: float = Field(gt=0.0, le=100.0, description="simulated time from the start")
+    demography: Demography = Field(Demography(), description="ageing, background mortality, births")
     disease: str | None = Field(None, description="chronic multi-state disease file (relative to this file)")
-    infection: Infection | None = None
-    costs: Costs = Costs()
-    outputs: Outputs = Outputs()
-    interventions: list[Intervention] = []
+    infection: Infection | None = Field(None, description="inline infection model (instead of disease)")
+    costs: Costs = Field(Costs(), description="unit costs and discounting")
+    outputs: Outputs = Field(Outputs(), description="the output grid")
+    interventions: list[Intervention] = Field([], description="interventions by type: screening, vaccination, "
+                                              "treatment, risk_factor")
     scenarios: list[Scenario] = Field(min_length=1, description="the first is the baseline")
 
     @pydantic.model_validator(mode="after")

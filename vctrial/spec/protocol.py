@@ -20,14 +20,14 @@ class EffectPiece(StrictModel):
     """A hazard ratio on a period of treatment time, up to ``until_month``."""
 
     until_month: float = Field(gt=0.0, description="end of the period, months since the start of treatment")
-    hazard_ratio: float = Field(gt=0.0)
+    hazard_ratio: float = Field(gt=0.0, description="hazard ratio during the period")
 
 
 class Waning(StrictModel):
     """A fading effect: after ``start_month`` of treatment the log hazard ratio halves every half-life."""
 
-    start_month: float = Field(ge=0.0)
-    half_life_months: float = Field(gt=0.0)
+    start_month: float = Field(ge=0.0, description="treatment time at which the effect starts to fade")
+    half_life_months: float = Field(gt=0.0, description="time over which the log hazard ratio halves")
 
 
 class HazardEffect(StrictModel):
@@ -38,9 +38,11 @@ class HazardEffect(StrictModel):
     whose central 95% spans the interval.
     """
 
-    transition: str
-    hazard_ratio: float = Field(gt=0.0)
-    hazard_ratio_ci: tuple[float, float] | None = Field(None, description="95% confidence interval [lower, upper]")
+    transition: str = Field(description="name of the disease transition whose hazard is multiplied")
+    hazard_ratio: float = Field(gt=0.0, description="multiplier of the transition's hazard (< 1: fewer events)")
+    hazard_ratio_ci: tuple[float, float] | None = Field(
+        None, description="95% confidence interval [lower, upper] around hazard_ratio; used by the patient twin "
+        "(parameter uncertainty), ignored by trial simulation")
 
     @pydantic.field_validator("hazard_ratio_ci", mode="before")
     @classmethod
@@ -112,11 +114,14 @@ class TrialHazardEffect(HazardEffect):
 class BiomarkerEffect(StrictModel):
     """Shifts a biomarker (after baseline) and changes its slope."""
 
-    biomarker: str
-    shift: float = Field(0.0, description="additive change after baseline, in the biomarker's unit")
-    slope_change_per_year: float = Field(0.0, description="change of slope, unit per year")
+    biomarker: str = Field(description="name of the disease model's biomarker")
+    shift: float = Field(0.0, description="additive change after baseline, in the biomarker's unit",
+                         json_schema_extra={"unit": "the biomarker's unit"})
+    slope_change_per_year: float = Field(0.0, description="change of slope, unit per year",
+                                         json_schema_extra={"unit": "biomarker unit/year"})
     shift_ci: tuple[float, float] | None = Field(
-        None, description="95% confidence interval of shift; the twin draws it from a normal centred on shift")
+        None, description="95% confidence interval of shift; the twin draws it from a normal centred on shift",
+        json_schema_extra={"unit": "the biomarker's unit"})
 
     @pydantic.field_validator("shift_ci", mode="before")
     @classmethod
@@ -153,16 +158,22 @@ Effect = Annotated[Union[Annotated[TrialHazardEffect, pydantic.Tag("HazardEffect
 
 
 class Arm(StrictModel):
-    name: str = Field(pattern=_NAME)
+    """A trial arm (a treatment option of the patient twin) and its effects on the disease model."""
+
+    name: str = Field(pattern=_NAME, description="arm name (an identifier); the arm coordinate of the results")
     allocation: int = Field(1, ge=1, le=20, description="allocation weight (e.g. 2 and 1 for 2:1)")
-    effects: list[Effect] = []
+    effects: list[Effect] = Field(
+        [], description="treatment effects: a hazard effect ({transition, hazard_ratio, ...}) or a biomarker "
+        "effect (an entry with a biomarker key); the control arm takes none")
 
 
 class CutStratum(StrictModel):
     """A numeric covariate cut into strata at the given points (e.g. age cuts [65, 75])."""
 
-    covariate: str
-    cuts: list[float] = Field(min_length=1)
+    covariate: str = Field(description="numeric cohort covariate")
+    cuts: list[float] = Field(min_length=1, description="increasing cut points; k cuts make k + 1 strata "
+                              "(a value equal to a cut goes to the upper stratum)",
+                              json_schema_extra={"unit": "the covariate's unit"})
 
     @pydantic.field_validator("cuts")
     @classmethod
@@ -175,10 +186,14 @@ class CutStratum(StrictModel):
 class Randomization(StrictModel):
     """Simple or permuted-block randomization, optionally stratified."""
 
-    method: Literal["permuted_block", "simple"] = "permuted_block"
-    block_size: int | None = Field(None, ge=1, description="multiple of the allocation total; default 2× it")
+    method: Literal["permuted_block", "simple"] = Field(
+        "permuted_block", description="permuted_block: blocks holding each arm in proportion to its allocation; "
+        "simple: independent draws with the allocation probabilities")
+    block_size: int | None = Field(None, ge=1, description="multiple of the allocation total; default 2× it",
+                                   json_schema_extra={"unit": "patients"})
     block_sizes: list[int] | None = Field(None, min_length=1, description="sizes drawn at random, one per block "
-                                          "(e.g. [4, 6]); each a multiple of the allocation total")
+                                          "(e.g. [4, 6]); each a multiple of the allocation total",
+                                          json_schema_extra={"unit": "patients"})
     strata: list[Union[str, CutStratum]] = Field(
         [], description="permuted blocks within each stratum: binary or categorical covariates by name, "
         "'site', 'region', or {covariate, cuts} for a numeric covariate")
@@ -187,15 +202,16 @@ class Randomization(StrictModel):
 class SiteGroup(StrictModel):
     """Trial sites sharing a region and a recruitment profile (each site is a Mesa agent)."""
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, description="group name; sites are labelled group:number")
     region: str = Field("", description="region label (default: the group's name)")
-    count: int = Field(ge=1, le=10_000, description="number of sites in the group")
+    count: int = Field(ge=1, le=10_000, description="number of sites in the group", json_schema_extra={"unit": "sites"})
     activation_months: tuple[float, float] = Field(
         (0.0, 0.0), description="each site opens at a uniform date in [first, last] (ramp-up)")
     screening_rate_per_month: float = Field(gt=0.0, description="mean candidates screened per month by an open site")
     rate_cv: float = Field(0.0, ge=0.0, le=5.0, description="between-site coefficient of variation of the rate "
                            "(gamma-distributed; 0 = identical sites)")
-    cap: int | None = Field(None, ge=1, description="most patients one site randomizes")
+    cap: int | None = Field(None, ge=1, description="most patients one site randomizes (null: no cap)",
+                            json_schema_extra={"unit": "patients"})
 
     @pydantic.field_validator("activation_months", mode="before")
     @classmethod
@@ -218,7 +234,8 @@ class Enrollment(StrictModel):
     eligibility are randomized; the trial calendar advances in ``calendar_step_months`` steps.
     """
 
-    duration_months: float | None = Field(None, gt=0.0)
+    duration_months: float | None = Field(None, gt=0.0, description="uniform accrual over this period "
+                                          "(instead of sites)")
     sites: list[SiteGroup] = Field([], description="site groups (instead of duration_months)")
     calendar_step_months: float = Field(0.25, gt=0.0, le=3.0, description="step of the sites' calendar")
     max_duration_months: float = Field(120.0, gt=0.0, description="with sites: enrollment closes by this date")
@@ -236,16 +253,17 @@ class Enrollment(StrictModel):
 class FixedFollowUp(StrictModel):
     """Every patient is followed for the same time from randomization."""
 
-    type: Literal["fixed"]
-    duration_months: float = Field(gt=0.0)
+    type: Literal["fixed"] = Field(description="selects fixed follow-up")
+    duration_months: float = Field(gt=0.0, description="follow-up of every patient from their randomization")
 
 
 class EventDrivenFollowUp(StrictModel):
     """The analysis happens on the calendar date of the target-th endpoint event."""
 
-    type: Literal["event_driven"]
-    target_events: int = Field(ge=2)
-    max_duration_months: float = Field(gt=0.0, description="analysis by this date (from first randomization) at the latest")
+    type: Literal["event_driven"] = Field(description="selects event-driven follow-up")
+    target_events: int = Field(ge=2, description="endpoint events, both arms together, that trigger the analysis",
+                               json_schema_extra={"unit": "events"})
+    max_duration_months: float = Field(gt=0.0, description="analysis by this date (months from the start of enrollment) at the latest")
 
 
 FollowUp = Annotated[Union[FixedFollowUp, EventDrivenFollowUp], Field(discriminator="type")]
@@ -255,7 +273,7 @@ class RatePiece(StrictModel):
     """A constant rate on a period of follow-up, up to ``until_month``."""
 
     until_month: float = Field(gt=0.0, description="end of the period, months since randomization")
-    rate_per_year: float = Field(ge=0.0)
+    rate_per_year: float = Field(ge=0.0, description="dropout hazard during the period")
 
 
 class Dropout(StrictModel):
@@ -281,13 +299,13 @@ class Dropout(StrictModel):
 class Discontinuation(StrictModel):
     """Patients on an active arm stop treatment at this hazard; their hazards revert to the control's."""
 
-    rate_per_year: float = Field(gt=0.0)
+    rate_per_year: float = Field(gt=0.0, description="hazard of stopping treatment")
 
 
 class NonAdherence(StrictModel):
     """A share of the patients randomized to an active arm never take the treatment."""
 
-    fraction: float = Field(gt=0.0, lt=1.0)
+    fraction: float = Field(gt=0.0, lt=1.0, description="share of active-arm patients who never start")
 
 
 class Crossover(StrictModel):
@@ -303,26 +321,27 @@ class Crossover(StrictModel):
 class Conduct(StrictModel):
     """How treatment is actually taken. Switches act from the start of the next model time step."""
 
-    discontinuation: Discontinuation | None = None
-    non_adherence: NonAdherence | None = None
-    crossover: Crossover | None = None
+    discontinuation: Discontinuation | None = Field(None, description="treatment stops at a constant hazard (null: never)")
+    non_adherence: NonAdherence | None = Field(None, description="a share never starts treatment (null: everyone starts)")
+    crossover: Crossover | None = Field(None, description="switch to another arm's treatment after an event (null: none)")
 
 
 class TimeToEventEndpoint(StrictModel):
     """Time from randomization to the first of the named events."""
 
-    type: Literal["time_to_event"]
-    label: str = ""
-    events: list[str] = Field(min_length=1)
+    type: Literal["time_to_event"] = Field(description="selects a time-to-event endpoint")
+    label: str = Field("", description="name shown in outputs (default: the type)")
+    events: list[str] = Field(min_length=1, description="disease events (transition names, or the background "
+                              "death event) whose first occurrence is the endpoint")
 
 
 class BiomarkerChangeEndpoint(StrictModel):
     """Change of a biomarker from baseline (month 0) to a visit."""
 
-    type: Literal["biomarker_change"]
-    label: str = ""
-    biomarker: str
-    visit_month: float = Field(gt=0.0)
+    type: Literal["biomarker_change"] = Field(description="selects a biomarker-change endpoint")
+    label: str = Field("", description="name shown in outputs (default: the type)")
+    biomarker: str = Field(description="name of the disease model's biomarker")
+    visit_month: float = Field(gt=0.0, description="visit of the primary measurement, months after randomization")
 
 
 Endpoint = Annotated[Union[TimeToEventEndpoint, BiomarkerChangeEndpoint], Field(discriminator="type")]
@@ -339,16 +358,19 @@ class Analysis(StrictModel):
     difference of restricted mean survival time up to tau_months; ancova: change ~ arm + baseline.
     """
 
-    method: Literal["logrank", "fleming_harrington", "maxcombo", "rmst", "ancova"]
+    method: Literal["logrank", "fleming_harrington", "maxcombo", "rmst", "ancova"] = Field(
+        description="the test and estimate (see above); time-to-event endpoints take the first four, biomarker "
+        "endpoints ancova")
     rho: float = Field(0.0, ge=0.0, description="fleming_harrington: weight S(t-)^rho (1 - S(t-))^gamma")
     gamma: float = Field(0.0, ge=0.0, description="fleming_harrington: see rho")
     combos: list[tuple[float, float]] = Field(
         [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)], min_length=1,
         description="maxcombo: the (rho, gamma) pairs")
     tau_months: float | None = Field(None, gt=0.0, description="rmst: restriction time")
-    alpha: float = Field(0.025, gt=0.0, lt=0.5)
-    sided: Literal["one", "two"] = "one"
-    confidence_level: float = Field(0.95, gt=0.5, lt=1.0)
+    alpha: float = Field(0.025, gt=0.0, lt=0.5, description="significance level: reject when the p-value "
+                         "(of the given sidedness) is below it")
+    sided: Literal["one", "two"] = Field("one", description="one: test for benefit only; two: either direction")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1.0, description="level of the confidence interval of the estimate")
     benefit: Literal["lower", "higher"] = Field(
         "lower", description="direction of benefit of the estimate (time-to-event: lower hazard)")
 
@@ -356,24 +378,27 @@ class Analysis(StrictModel):
 class EfficacyBound(StrictModel):
     """Efficacy bounds by Lan–DeMets alpha spending (obf, pocock, hsd with gamma, power with gamma)."""
 
-    spending: Literal["obf", "pocock", "hsd", "power"] = "obf"
+    spending: Literal["obf", "pocock", "hsd", "power"] = Field(
+        "obf", description="alpha-spending family: obf (O'Brien-Fleming type), pocock (Pocock type), hsd "
+        "(Hwang-Shih-DeCani), power (Kim-DeMets t^gamma)")
     gamma: float | None = Field(None, description="hsd (default -4) or power (default 1) parameter")
 
 
 class BetaSpendingFutility(StrictModel):
     """Non-binding futility bounds by beta spending under the drift at which the design has power 1 - beta."""
 
-    type: Literal["beta_spending"]
-    spending: Literal["obf", "pocock", "hsd", "power"] = "hsd"
+    type: Literal["beta_spending"] = Field(description="selects beta-spending futility bounds")
+    spending: Literal["obf", "pocock", "hsd", "power"] = Field("hsd", description="beta-spending family (as for efficacy)")
     gamma: float | None = Field(None, description="hsd (default -2) or power (default 1) parameter")
-    beta: float = Field(0.1, gt=0.0, lt=0.5)
+    beta: float = Field(0.1, gt=0.0, lt=0.5, description="type II error spent: the design's power is 1 - beta")
 
 
 class ConditionalPowerFutility(StrictModel):
     """Non-binding futility: stop when conditional power under the current trend is below threshold."""
 
-    type: Literal["conditional_power"]
-    threshold: float = Field(0.1, gt=0.0, lt=1.0)
+    type: Literal["conditional_power"] = Field(description="selects conditional-power futility")
+    threshold: float = Field(0.1, gt=0.0, lt=1.0, description="stop for futility when conditional power under the "
+                             "current trend is below this")
 
 
 Futility = Annotated[Union[BetaSpendingFutility, ConditionalPowerFutility], Field(discriminator="type")]
@@ -383,8 +408,8 @@ class Looks(StrictModel):
     """Group-sequential analyses at information fractions (events, or patients with the visit)."""
 
     information_fractions: list[float] = Field(min_length=2, description="increasing, the last 1.0 (the final analysis)")
-    efficacy: EfficacyBound = EfficacyBound()
-    futility: Futility | None = None
+    efficacy: EfficacyBound = Field(EfficacyBound(), description="efficacy bounds")
+    futility: Futility | None = Field(None, description="non-binding futility bounds (null: none)")
 
     @pydantic.field_validator("information_fractions")
     @classmethod
@@ -397,20 +422,21 @@ class Looks(StrictModel):
 class TrialProtocol(StrictModel):
     """A trial protocol file (``kind: trial``)."""
 
-    kind: Literal["trial"]
-    name: str
-    description: str = ""
+    kind: Literal["trial"] = Field(description="marks a trial protocol file")
+    name: str = Field(description="human-readable name of the protocol")
+    description: str = Field("", description="free text")
     cohort: str = Field(description="cohort file, relative to this protocol")
     disease: str = Field(description="disease model file, relative to this protocol")
-    sample_size: int = Field(ge=4)
+    sample_size: int = Field(ge=4, description="patients to randomize, all arms together",
+                             json_schema_extra={"unit": "patients"})
     arms: list[Arm] = Field(min_length=2, max_length=2, description="control first, then active")
-    randomization: Randomization = Randomization()
-    enrollment: Enrollment
-    follow_up: FollowUp
-    dropout: Dropout = Dropout()
-    conduct: Conduct = Conduct()
-    endpoint: Endpoint
-    analysis: Analysis
+    randomization: Randomization = Field(Randomization(), description="how patients are allocated to arms")
+    enrollment: Enrollment = Field(description="when patients enter: uniform accrual or sites")
+    follow_up: FollowUp = Field(description="when the analysis happens: fixed or event-driven follow-up")
+    dropout: Dropout = Field(Dropout(), description="loss to follow-up (default: none)")
+    conduct: Conduct = Field(Conduct(), description="how treatment is actually taken (default: as randomized)")
+    endpoint: Endpoint = Field(description="the primary endpoint")
+    analysis: Analysis = Field(description="the primary analysis")
     looks: Looks | None = Field(None, description="interim analyses (group-sequential design)")
     sweep: dict[str, list[Any]] = Field(
         {}, description="design parameters to vary, {dotted.key.path: [values]}; each becomes a result dimension")
