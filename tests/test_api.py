@@ -60,6 +60,14 @@ def test_synthesize_and_load_and_validate(tmp_path):
     assert (frame["lvef_pct"] <= 40).all()
     assert api.validate(ROOT / "protocols" / "hf_outcomes.yaml") == "trial"
     assert api.validate(ROOT / "cohorts" / "t2d.yaml") == "cohort"
+    assert api.validate(ROOT / "patients" / "t2d_patient.yaml") == "patient"
+    bad = tmp_path / "patient.yaml"
+    bad.write_text((ROOT / "patients" / "t2d_patient.yaml").read_text().replace("../cohorts/t2d.yaml",
+                                                                                 str(ROOT / "cohorts" / "t2d.yaml"))
+                   .replace("../diseases/t2d.yaml", str(ROOT / "diseases" / "t2d.yaml"))
+                   .replace("hba1c_pct: {value: 8.6", "hba1c_pct: {value: 86"))
+    with pytest.raises(SpecError, match="covariates.hba1c_pct"):
+        api.validate(bad)
     odd = tmp_path / "odd.yaml"
     odd.write_text("kind: trail\nname: x\n")
     with pytest.raises(SpecError, match="kind: must be one of"):

@@ -51,7 +51,8 @@ def load(path: PathLike) -> CohortSpec | DiseaseSpec | Protocol | PopulationScen
     """Load and validate any vctrial file by its ``kind``; raises SpecError naming file, key and reason."""
     data = read_yaml(path)
     kind = data.get("kind") if isinstance(data, dict) else None
-    loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol, "population": load_population}
+    loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol, "population": load_population,
+               "patient": _load_patient_alone}
     if kind not in loaders:
         raise SpecError(str(path), "kind", f"must be one of {', '.join(loaders)}, got {kind!r}")
     return loaders[kind](path)
@@ -60,8 +61,22 @@ def load(path: PathLike) -> CohortSpec | DiseaseSpec | Protocol | PopulationScen
 def validate(path: PathLike) -> str:
     """Check a file without running it; returns its kind."""
     spec = load(path)
-    return {CohortSpec: "cohort", DiseaseSpec: "disease", Protocol: "trial",
-            PopulationScenario: "population"}[type(spec)]
+    kinds = {CohortSpec: "cohort", DiseaseSpec: "disease", Protocol: "trial", PopulationScenario: "population"}
+    return kinds.get(type(spec), "patient")
+
+
+def _load_patient_alone(path: PathLike):
+    """A patient file checked against the cohort and disease files it names itself."""
+    from vctrial.spec.base import load as load_spec
+    from vctrial.spec.patient import PatientSpec, load_patient
+
+    spec = load_spec(path, PatientSpec)
+    for key in ("cohort", "disease"):
+        if getattr(spec, key) is None:
+            raise SpecError(str(path), key, "needed to check a patient file on its own "
+                            "(or check it against a protocol with vctrial twin)")
+    base = Path(path).parent
+    return load_patient(path, load_cohort(base / spec.cohort), load_disease(base / spec.disease))
 
 
 def synthesize(cohort: PathLike | CohortSpec, n_patients: int, seed: int = 1, replicate: int = 0) -> pd.DataFrame:
