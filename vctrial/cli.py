@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -290,6 +291,9 @@ def _log_to_stderr(quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # numba's OpenMP threads otherwise busy-wait between parallel loops, which stalls a loaded machine;
+    # set before numba is imported (results do not depend on it)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = parser().parse_args(argv)
     _log_to_stderr(getattr(args, "quiet", False))
     try:
