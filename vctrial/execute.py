@@ -322,7 +322,11 @@ def _run_on_ray(session: _Session, jobs: list[Job], seed: int, todo: list[_Task]
     """Keep up to ``session.limit`` tasks in flight; collect them as they complete."""
     ray = session.ray
     threads = max(1, options.threads_per_task)
-    remote = _remote_chunk().options(num_cpus=threads, max_retries=options.max_retries, retry_exceptions=False)
+    # native thread pools (OpenBLAS, OpenMP) read these when the worker starts: one task's CPU share,
+    # so that W workers on W cores do not each run a pool as wide as the machine
+    pools = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    remote = _remote_chunk().options(num_cpus=threads, max_retries=options.max_retries, retry_exceptions=False,
+                                     runtime_env={"env_vars": pools})
     specs: dict[int, Any] = {}
     for job in jobs:  # each spec goes once through the object store, however many tasks read it
         if id(job.spec) not in specs:
