@@ -1,5 +1,6 @@
 """The command line: a run end to end, and bad input stopping with one clear line."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,10 @@ def test_run_shipped_protocol_writes_labeled_netcdf(tmp_path, protocol):
     size = 4000 if protocol.startswith("hf") else 300
     assert np.all(ds["n_randomized"].sum("arm").values == size)
     assert not list(tmp_path.glob("*.tmp"))
+    # a results file gets the usual permissions (the umask's), not the 0600 of a temporary file
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_same_seed_same_file_and_different_seed_differs(tmp_path):

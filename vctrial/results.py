@@ -161,6 +161,13 @@ def parts_dir(path: str | Path) -> Path:
     return path.with_name(path.name + ".parts")
 
 
+def file_mode() -> int:
+    """Permissions of a new file under the process's umask (temporary files are created 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     """Write atomically: a temporary file in the same folder, renamed over the target when complete.
 
@@ -178,6 +185,7 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
                 out[v] = ds[v].astype(np.int8)
                 out[v].attrs.update(ds[v].attrs, flag_values=[0, 1], flag_meanings="false true")
         out.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

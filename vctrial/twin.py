@@ -50,7 +50,7 @@ from vctrial.disease import biomarker as bm
 from vctrial.disease import multistate as ms
 from vctrial.errors import SpecError
 from vctrial.execute import ExecOptions, Job, run_jobs
-from vctrial.results import provenance, spec_hash, write_netcdf
+from vctrial.results import file_mode, provenance, spec_hash, write_netcdf
 from vctrial.spec.disease import Biomarker
 from vctrial.spec.patient import Patients, load_batch, load_patient
 from vctrial.spec.protocol import BiomarkerEffect, HazardEffect, Protocol
@@ -895,6 +895,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     os.close(fd)
     try:
         frame.drop(columns=["benefit"]).to_csv(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
