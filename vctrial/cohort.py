@@ -44,7 +44,7 @@ from vctrial.spec.cohort import (
     NormalCovariate,
 )
 
-__all__ = ["Cohort", "synthesize"]
+__all__ = ["Cohort", "marginal", "synthesize", "to_marginal"]
 
 MIN_ELIGIBLE_FRACTION = 0.001
 """Synthesis stops with an error when fewer candidates than this are eligible..."""
@@ -206,13 +206,13 @@ class _Plan:
         self.derived = spec.derived_exprs
         self.eligibility = spec.eligibility_exprs
         self.chol = np.ascontiguousarray(np.linalg.cholesky(spec.correlation))
-        self.marginals = [_marginal(cov) for cov in spec.covariates.values()]
+        self.marginals = [marginal(cov) for cov in spec.covariates.values()]
         width = 2 * len(self.covariates) + len(self.derived) + 4
         self.batch_candidates = max(1024, BATCH_BYTES // (8 * width))
 
 
-def _marginal(cov: Any) -> tuple:
-    """(kind, parameters...) of one covariate's inverse-CDF map."""
+def marginal(cov: Any) -> tuple:
+    """(kind, parameters...) of one covariate's inverse-CDF map (shared with population synthesis)."""
     if isinstance(cov, (NormalCovariate, LognormalCovariate)):
         lo, hi = cov.latent_bounds()
         if isinstance(cov, NormalCovariate):
@@ -227,14 +227,14 @@ def _marginal(cov: Any) -> tuple:
     raise TypeError(f"unknown covariate type {type(cov).__name__}")  # pragma: no cover
 
 
-def _to_marginal(y: np.ndarray, marginal: tuple) -> np.ndarray:
+def to_marginal(y: np.ndarray, inverse_cdf: tuple) -> np.ndarray:
     """Map latent standard normals ``y`` to one covariate's values (float64, same shape)."""
-    kind = marginal[0]
+    kind = inverse_cdf[0]
     if kind == _BINARY:
-        return (y > marginal[1]).astype(np.float64)
+        return (y > inverse_cdf[1]).astype(np.float64)
     if kind == _CATEGORICAL:
-        return np.searchsorted(marginal[1], y, side="right").astype(np.float64)
-    _, loc, scale, lo, hi, xmin, xmax = marginal
+        return np.searchsorted(inverse_cdf[1], y, side="right").astype(np.float64)
+    _, loc, scale, lo, hi, xmin, xmax = inverse_cdf
     z = _truncate(y, lo, hi)
     x = loc + scale * z
     if kind == _LOGNORMAL:
@@ -291,7 +291,7 @@ def _candidates(
     latent = _latent(np.uint64(seed), np.uint64(sid), reps, starts, m, plan.chol)
     cols: dict[str, np.ndarray] = {}
     for j, name in enumerate(plan.covariates):
-        cols[name] = _to_marginal(latent[j], plan.marginals[j])
+        cols[name] = to_marginal(latent[j], plan.marginals[j])
     del latent
     for name, expr in plan.derived.items():
         cols[name] = expr.evaluate(cols).astype(np.float64, copy=False)

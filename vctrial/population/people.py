@@ -24,7 +24,7 @@ import numpy as np
 from scipy import special
 
 from vctrial import rng
-from vctrial.cohort import _marginal, _to_marginal, synthesize  # the cohort's own marginal maps
+from vctrial.cohort import marginal, synthesize, to_marginal
 from vctrial.errors import SpecError
 from vctrial.population.pyramid import age_cdf, female_share, load_pyramid, sample_age_sex
 from vctrial.spec.cohort import BinaryCovariate
@@ -163,5 +163,5 @@ def conditional_covariates(world: PopulationScenario, age: np.ndarray, female: n
         z = mean + chol @ eps.T
         del eps
         for row, j in enumerate(rest):
-            out[names[j]] = _to_marginal(z[row], _marginal(cohort.covariates[names[j]]))
+            out[names[j]] = to_marginal(z[row], marginal(cohort.covariates[names[j]]))
     return out
