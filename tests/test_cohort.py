@@ -540,7 +540,7 @@ def edit(data: dict, key_path: str, value) -> None:
         ("covariates", {}, "covariates", "at least one covariate is needed"),
         ("kind", "disease", "kind", "must be 'cohort', got 'disease'"),
         ("kind", "DELETE", "kind", "required key is missing"),
-        ("colour", "blue", "colour", "unknown key (valid keys: correlations, covariates, derived, description, eligibility, kind, name, sources)"),
+        ("colour", "blue", "colour", "unknown key (valid keys: correlations, covariates, derived, description, eligibility, kind, name, sources, start)"),
     ],
 )
 def test_each_spec_error_names_file_key_path_and_reason(tmp_path, key, value, where, reason):

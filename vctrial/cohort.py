@@ -44,7 +44,7 @@ from vctrial.spec.cohort import (
     NormalCovariate,
 )
 
-__all__ = ["Cohort", "marginal", "synthesize", "to_marginal"]
+__all__ = ["Cohort", "marginal", "start_arrays", "synthesize", "to_marginal"]
 
 MIN_ELIGIBLE_FRACTION = 0.001
 """Synthesis stops with an error when fewer candidates than this are eligible..."""
@@ -192,6 +192,54 @@ def synthesize(
     reps.flags.writeable = False
     n_screened.flags.writeable = False
     return Cohort(columns=columns, levels=spec.levels(), n_screened=n_screened, replicates=reps, units=spec.units())
+
+
+def start_arrays(
+    spec: CohortSpec, cohort: Cohort, state_names: list[str], initial_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each patient's starting state and the months already spent in it at time zero.
+
+    Read from the covariates named by the spec's ``start`` block
+    (:class:`vctrial.spec.cohort.StartSpec`); without one, every patient starts in
+    ``initial_state`` with 0 months.
+
+    Args:
+        spec: the cohort spec ``cohort`` was synthesized from.
+        cohort: the synthesized cohort, columns of shape (R, n).
+        state_names: the disease model's state names; returned states index this list.
+        initial_state: index into ``state_names`` of the state used when there is no ``start`` block.
+
+    Returns:
+        ``(state, months)``: (R, n) int64 indices into ``state_names``, and (R, n) float64 months
+        already spent in that state (0 where not given; negative values clipped to 0).
+
+    Raises:
+        SpecError: a level of the start-state covariate is not one of ``state_names``.
+        ValueError: ``initial_state`` is not a valid index.
+    """
+    if not 0 <= int(initial_state) < len(state_names):
+        raise ValueError(f"initial_state must index state_names (0..{len(state_names) - 1}), got {initial_state}")
+    shape = (cohort.n_replicates, cohort.n_patients)
+    start = spec.start
+    if start is None:
+        return np.full(shape, int(initial_state), dtype=np.int64), np.zeros(shape, dtype=np.float64)
+    levels = cohort.levels[start.state]
+    lookup = np.empty(len(levels), dtype=np.int64)
+    for code, level in enumerate(levels):
+        if level not in state_names:
+            raise SpecError(
+                spec.source,
+                "start.state",
+                f"level {level!r} of '{start.state}' is not a state of the disease model "
+                f"(states: {', '.join(state_names)})",
+            )
+        lookup[code] = state_names.index(level)
+    state = lookup[cohort.column(start.state).astype(np.int64)]
+    if start.months_in_state is None:
+        months = np.zeros(shape, dtype=np.float64)
+    else:
+        months = np.maximum(cohort.column(start.months_in_state), 0.0).astype(np.float64, copy=False)
+    return state, months
 
 
 # ------------------------------------------------------------------------------ the compiled plan

@@ -11,7 +11,11 @@ Two kinds of uncertainty, reported apart and together (law of total variance):
 
 - the model's parameters: effects given with a confidence interval (``hazard_ratio_ci``,
   ``shift_ci``) are drawn once per *parameter draw* m; the N draws are M parameter draws × L
-  chance draws (draw d uses parameter draw d // L);
+  chance draws (draw d uses parameter draw d // L). Effects naming the same ``parameter`` (e.g. one
+  published CV-death hazard ratio applied to two transitions) share one draw; an effect without a
+  name is its own parameter. Parameter q of draw m is ln HR (or shift) = point + SD · (C z)_q with
+  z_q standard normals keyed by (seed, "twin:parameters", m, q) and C the lower Cholesky factor of
+  the protocol's ``parameter_correlations`` (identity without them);
 - the patient's own chance: the L draws given the parameters.
 
 For an outcome Y (an event by the horizon, life-years...) with group means Ȳ_m, the chance variance
@@ -25,9 +29,11 @@ replaced by their posterior given the patient's measured values y_j at times t_j
 relative to the decision date): with Z_j = (1, t_j), r_j = y_j − mean − slope·t_j and residual
 variance σ², Σ = (G⁻¹ + ZᵀZ/σ²)⁻¹ = G (I + ZᵀZ G/σ²)⁻¹ (valid for singular G) and μ = Σ Zᵀr/σ².
 Clipping of measured values at the biomarker's bounds is ignored in the conditioning. Past events
-set the starting state; the disease models are Markov, so the time since a past event does not
-matter. Hazards depend on the baseline covariates and not on the current biomarker value, so a
-measurement history changes the biomarker forecast but not the event risks.
+set the starting state, and the date of the last one the months already spent in it at time zero
+(``TwinPlan.start_months``; a batch CSV gives them in a ``months_in_state`` column), which matters
+to hazards that depend on the time since entering a state. Hazards depend on the baseline
+covariates and not on the current biomarker value, so a measurement history changes the biomarker
+forecast but not the event risks.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from vctrial.execute import ExecOptions, Job, run_jobs
 from vctrial.results import file_mode, provenance, spec_hash, write_netcdf
 from vctrial.spec.disease import Biomarker
 from vctrial.spec.patient import Patients, load_batch, load_patient
-from vctrial.spec.protocol import BiomarkerEffect, HazardEffect, Protocol
+from vctrial.spec.protocol import BiomarkerEffect, HazardEffect, Protocol, parameter_correlation_matrix
 from vctrial.trial.conduct import effect_profile
 
 LEVEL = 0.95
@@ -74,6 +80,7 @@ class TwinPlan:
     age: np.ndarray  # (P,) years at time zero
     female: np.ndarray  # (P,) 1 for female
     start: np.ndarray  # (P,) starting state
+    start_months: np.ndarray  # (P,) months already spent in the starting state at time zero
     n_steps: int
     draws: int  # N
     parameter_draws: int  # M (N = M × L)
@@ -82,6 +89,8 @@ class TwinPlan:
     effect_is_hazard: np.ndarray  # (J,) bool
     effect_point: np.ndarray  # (J,) log hazard ratio, or biomarker shift
     effect_sd: np.ndarray  # (J,) SD of the above across parameter draws (0 when fixed)
+    effect_parameter: np.ndarray  # (J,) index q of the parameter whose draw each effect takes
+    parameter_chol: np.ndarray  # (Q, Q) lower Cholesky factor of the correlation of the parameters' normals
     slope_change: np.ndarray  # (A, B) biomarker slope change per year of each option
     n_arms: int
     biomarkers: tuple[Biomarker, ...]
@@ -152,7 +161,8 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
 
     transitions = [t.name for t in disease.transitions]
     markers = [b.name for b in disease.biomarkers]
-    effects = []  # (arm, target index, is hazard, point, SD across parameter draws)
+    effects = []  # (arm, target index, is hazard, point, SD across parameter draws, parameter index)
+    parameters: dict[str, int] = {}  # parameter name (or a private key for an unnamed effect) -> index q
     slope_change = np.zeros((len(protocol.spec.arms), len(markers)))
     hr_profile = np.ones((len(protocol.spec.arms), len(transitions), n_steps))
     for a, arm in enumerate(protocol.spec.arms):
@@ -166,13 +176,18 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
             elif isinstance(e, HazardEffect):
                 ci = e.hazard_ratio_ci
                 sd = 0.0 if ci is None or M == 1 else (math.log(ci[1]) - math.log(ci[0])) / (2 * Z95)
-                effects.append((a, transitions.index(e.transition), True, math.log(e.hazard_ratio), sd))
+                name = getattr(e, "parameter", None) or f" arms[{a}].effects[{j}]"  # unnamed: its own parameter
+                q = parameters.setdefault(name, len(parameters))
+                effects.append((a, transitions.index(e.transition), True, math.log(e.hazard_ratio), sd, q))
             elif isinstance(e, BiomarkerEffect):
                 ci = e.shift_ci
                 sd = 0.0 if ci is None or M == 1 else (ci[1] - ci[0]) / (2 * Z95)
-                effects.append((a, markers.index(e.biomarker), False, e.shift, sd))
+                q = parameters.setdefault(e.parameter or f" arms[{a}].effects[{j}]", len(parameters))
+                effects.append((a, markers.index(e.biomarker), False, e.shift, sd, q))
                 slope_change[a, markers.index(e.biomarker)] += e.slope_change_per_year
-    arm_, target, hazard, point, sd = (list(c) for c in zip(*effects)) if effects else ([], [], [], [], [])
+    arm_, target, hazard, point, sd, param = (list(c) for c in zip(*effects)) if effects else ([],) * 6
+    # the protocol checked that the correlation matrix is positive definite
+    correlation = parameter_correlation_matrix(list(parameters), protocol.spec.parameter_correlations)
 
     re_mean = np.zeros((len(markers), P, 2))
     re_chol = np.zeros((len(markers), P, 2, 2))
@@ -188,10 +203,13 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
         endpoint[[model.event_names.index(e) for e in protocol.spec.endpoint.events]] = True
     return TwinPlan(
         model=model, rate=np.ascontiguousarray(rate), age=np.asarray(age, np.float64),
-        female=np.asarray(female, np.float64), start=np.asarray(patients.start_state, np.int64), n_steps=n_steps,
+        female=np.asarray(female, np.float64), start=np.asarray(patients.start_state, np.int64),
+        start_months=np.asarray(patients.start_months, np.float64), n_steps=n_steps,
         draws=int(draws), parameter_draws=M, effect_arm=np.array(arm_, np.int64),
         effect_target=np.array(target, np.int64), effect_is_hazard=np.array(hazard, bool),
-        effect_point=np.array(point, np.float64), effect_sd=np.array(sd, np.float64), slope_change=slope_change,
+        effect_point=np.array(point, np.float64), effect_sd=np.array(sd, np.float64),
+        effect_parameter=np.array(param, np.int64), parameter_chol=np.linalg.cholesky(correlation),
+        slope_change=slope_change,
         n_arms=len(protocol.spec.arms), biomarkers=tuple(disease.biomarkers), covariates=covariates,
         re_mean=re_mean, re_chol=re_chol, utility=np.array([s.utility for s in disease.states]), endpoint=endpoint,
         hr_profile=None if np.all(hr_profile == 1.0) else hr_profile,
@@ -259,15 +277,19 @@ def cholesky_2x2(cov: np.ndarray) -> np.ndarray:
 def sample_parameters(plan: TwinPlan, seed: int, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hazard ratios (D, A, K) and biomarker shifts (D, A, B) of each draw's parameter draw.
 
-    Parameter draw m = d // L has standard normals keyed by (seed, "twin:parameters", m, effect j):
-    the same in every chunk, for every patient, whatever N is.
+    Parameter draw m = d // L has one standard normal per parameter q, keyed by
+    (seed, "twin:parameters", m, q): the same in every chunk, for every patient, whatever N is, and
+    one draw however many effects share the parameter. They are correlated by the parameters'
+    Cholesky factor C (z ↦ C z), then each effect j is point_j + SD_j · (C z)_{q(j)}.
     """
     draws = np.asarray(draws, np.int64)
     D, A, K, B = draws.shape[0], plan.n_arms, plan.rate.shape[1], len(plan.biomarkers)
     J = plan.effect_point.shape[0]
+    Q = plan.parameter_chol.shape[0]
     outer = draws // plan.inner_draws
-    z = rng.normals(np.uint64(seed), np.uint64(rng.stream_id("twin:parameters")), outer, max(J, 1), 1)[:, :J, 0]
-    value = plan.effect_point[None, :] + plan.effect_sd[None, :] * z  # (D, J)
+    z = rng.normals(np.uint64(seed), np.uint64(rng.stream_id("twin:parameters")), outer, max(Q, 1), 1)[:, :Q, 0]
+    z = z @ plan.parameter_chol.T  # (D, Q) correlated standard normals
+    value = plan.effect_point[None, :] + plan.effect_sd[None, :] * z[:, plan.effect_parameter]  # (D, J)
     log_hr = np.zeros((D, A, K))
     shift = np.zeros((D, A, B))
     for j in range(J):  # a handful of effects, vectorized over draws

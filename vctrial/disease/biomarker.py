@@ -1,11 +1,12 @@
-"""Continuous biomarker trajectories from a linear mixed model, observed at visits.
+"""Biomarker inputs of the disease kernel and the measurements a visit observes.
 
-y_i(t) = intercept + Σ coef·(x_i − ref) + b0_i + (slope + b1_i)·t + treatment_a(t) + ε_i(t)
-
-t in years since randomization; (b0, b1) bivariate normal per patient; ε independent normal
-measurement noise at each visit; treatment_a(t) = shift_a + slope_change_a·t for t > 0 (baseline
-is measured before treatment). The random effects and the noise are drawn by counter (patient,
-visit day), so a patient's trajectory is the same in every arm but for the treatment term.
+A biomarker's true value follows the mixed model with a mean-reverting process described in
+:class:`vctrial.spec.disease.Biomarker`; the disease kernel (:mod:`vctrial.disease.multistate`)
+steps it together with the events, since hazards may depend on it and intensification rules act on
+it. This module prepares the per-patient parts (population mean at the covariates, random effects
+drawn from the prior or from a patient's posterior) and adds measurement noise to recorded values.
+The random effects and the noise are drawn by counter (patient key, visit day), so a patient's
+trajectory is the same in every arm but for what the treatment changes.
 """
 
 from __future__ import annotations
@@ -14,98 +15,89 @@ import numba
 import numpy as np
 
 from vctrial import rng
-from vctrial.disease.multistate import linear_predictor
-from vctrial.spec.disease import Biomarker
+from vctrial.disease.multistate import Markers, linear_predictor
+from vctrial.spec.disease import DiseaseSpec
 
 DAYS_PER_MONTH = 365.25 / 12.0
 
 
-def simulate_visits(
-    spec: Biomarker,
+def marker_inputs(
+    spec: DiseaseSpec,
     column,
     shape: tuple[int, int],
-    visit_months: np.ndarray,
-    shift: np.ndarray,
-    slope_change_per_year: np.ndarray,
     seed: int,
     replicates: np.ndarray,
+    shift: np.ndarray,
+    slope_change: np.ndarray,
+    record_steps: np.ndarray,
+    patient_keys: np.ndarray | None = None,
     random_effects: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Observed and noise-free values at visits under every arm.
+) -> Markers:
+    """Kernel inputs for every biomarker of ``spec``.
 
     Args:
-        column: ``column(name)`` returns a cohort covariate as an (R, n) array.
-        visit_months: (V,) visit times in months since randomization (0 = baseline).
-        shift, slope_change_per_year: (A,) treatment effect of each arm.
+        column: ``column(name)`` returns a covariate as an (R, n) array (or broadcastable to it).
+        shift, slope_change: (A, B) or (R, A, B) treatment effect of each arm on each biomarker.
+        record_steps: steps at which the kernel returns true values.
+        patient_keys: (n,) random-number coordinate of each patient (default 0..n-1).
         random_effects: optional per-patient distribution of (b0, b1) replacing the prior, as
-            (mean (n, 2), lower Cholesky factor of the covariance (n, 2, 2)), e.g. the posterior
+            (mean (B, n, 2), lower Cholesky factor of the covariance (B, n, 2, 2)), e.g. the posterior
             given a patient's measured values; drawn from the same standard normals as the prior.
-    Returns:
-        observed (R, n, A, V) with measurement noise and clipping, true (R, n, A, V) without noise.
     """
-    lp = linear_predictor(spec.effects, column)
-    mean = np.full(shape, spec.intercept) + (lp if lp is not None else 0.0)
-    days = np.rint(np.asarray(visit_months, np.float64) * DAYS_PER_MONTH).astype(np.int64)
-    if random_effects is None:
-        re_mean, re_chol = np.zeros((1, 2)), np.zeros((1, 2, 2))
-    else:
-        re_mean = np.ascontiguousarray(random_effects[0], np.float64)
-        re_chol = np.ascontiguousarray(random_effects[1], np.float64)
-        if re_mean.shape != (shape[1], 2) or re_chol.shape != (shape[1], 2, 2):
-            raise ValueError("random_effects must be (n, 2) means and (n, 2, 2) Cholesky factors")
-    observed, true = _visits_kernel(
-        np.ascontiguousarray(mean, np.float64),
-        np.asarray(visit_months, np.float64) / 12.0,
-        days,
-        np.asarray(shift, np.float64),
-        np.asarray(slope_change_per_year, np.float64),
-        spec.slope_per_year,
-        spec.random_intercept_sd,
-        spec.random_slope_sd,
-        spec.random_correlation,
-        spec.residual_sd,
-        -np.inf if spec.min is None else spec.min,
-        np.inf if spec.max is None else spec.max,
-        np.uint64(seed),
-        np.uint64(rng.stream_id(f"biomarker:{spec.name}:random_effects")),
-        np.uint64(rng.stream_id(f"biomarker:{spec.name}:residual")),
-        np.ascontiguousarray(replicates, np.int64),
-        random_effects is not None,
-        re_mean,
-        re_chol,
-    )
-    return observed, true
+    R, n = shape
+    B = len(spec.biomarkers)
+    keys = np.arange(n, dtype=np.int64) if patient_keys is None else np.asarray(patient_keys, np.int64)
+    reps = np.asarray(replicates, np.int64)
+    mean0 = np.zeros((R, n, B))
+    b0 = np.zeros((R, n, B))
+    b1 = np.zeros((R, n, B))
+    n_keys = int(keys.max(initial=0)) + 1
+    for j, b in enumerate(spec.biomarkers):
+        lp = linear_predictor(b.effects, column)
+        mean0[..., j] = b.intercept + (0.0 if lp is None else np.broadcast_to(lp, (R, n)))
+        z = rng.normals(np.uint64(seed), np.uint64(rng.stream_id(f"biomarker:{b.name}:random_effects")), reps,
+                        n_keys, 2)[:, keys]
+        z0, z1 = z[..., 0], z[..., 1]
+        if random_effects is None:
+            b0[..., j] = b.random_intercept_sd * z0
+            b1[..., j] = b.random_slope_sd * (b.random_correlation * z0
+                                              + np.sqrt(1.0 - b.random_correlation**2) * z1)
+        else:
+            m, c = random_effects[0][j], random_effects[1][j]
+            b0[..., j] = m[None, :, 0] + c[None, :, 0, 0] * z0
+            b1[..., j] = m[None, :, 1] + c[None, :, 1, 0] * z0 + c[None, :, 1, 1] * z1
+    return Markers(mean0=mean0, b0=b0, b1=b1, shift=np.asarray(shift, np.float64),
+                   slope_change=np.asarray(slope_change, np.float64),
+                   record_steps=np.asarray(record_steps, np.int64))
+
+
+def observe(spec: DiseaseSpec, true: np.ndarray, months: np.ndarray, seed: int, replicates: np.ndarray,
+            patient_keys: np.ndarray | None = None) -> np.ndarray:
+    """Measured values (R, n, A, B, V): true values plus the visit's measurement noise, clipped.
+
+    The noise of a visit is keyed by (patient key, visit day), the same in every arm and the same
+    draw the kernel's intensification rule sees on that day.
+    """
+    R, n = true.shape[:2]
+    keys = np.arange(n, dtype=np.int64) if patient_keys is None else np.asarray(patient_keys, np.int64)
+    days = np.rint(np.asarray(months, np.float64) * DAYS_PER_MONTH).astype(np.int64)
+    out = np.empty_like(true)
+    for j, b in enumerate(spec.biomarkers):
+        noise = _noise(np.uint64(seed), np.uint64(rng.stream_id(f"biomarker:{b.name}:residual")),
+                       np.asarray(replicates, np.int64), keys, days)  # (R, n, V)
+        lo = -np.inf if b.min is None else b.min
+        hi = np.inf if b.max is None else b.max
+        out[:, :, :, j, :] = np.clip(true[:, :, :, j, :] + b.residual_sd * noise[:, :, None, :], lo, hi)
+    return out
 
 
 @numba.njit(cache=True, parallel=True)
-def _visits_kernel(mean, years, days, shift, slope_change, slope, sd0, sd1, corr, sd_eps, lo, hi,
-                   seed, stream_re, stream_eps, replicates, given, re_mean, re_chol):
-    R, n = mean.shape
-    A = shift.shape[0]
-    V = years.shape[0]
-    observed = np.empty((R, n, A, V))
-    true = np.empty((R, n, A, V))
-    partner = np.sqrt(1.0 - corr * corr)
+def _noise(seed, stream, replicates, keys, days):
+    R, n, V = replicates.shape[0], keys.shape[0], days.shape[0]
+    out = np.empty((R, n, V))
     for r in numba.prange(R):
-        key_re = rng.stream_key(seed, stream_re, replicates[r])
-        key_eps = rng.stream_key(seed, stream_eps, replicates[r])
+        key = rng.stream_key(seed, stream, replicates[r])
         for i in range(n):
-            z0 = rng.normal(key_re, i, 0)
-            z1 = rng.normal(key_re, i, 1)
-            if given:
-                b0 = re_mean[i, 0] + re_chol[i, 0, 0] * z0
-                b1 = re_mean[i, 1] + re_chol[i, 1, 0] * z0 + re_chol[i, 1, 1] * z1
-            else:
-                b0 = sd0 * z0
-                b1 = sd1 * (corr * z0 + partner * z1)
             for v in range(V):
-                t = years[v]
-                base = mean[r, i] + b0 + (slope + b1) * t
-                noise = sd_eps * rng.normal(key_eps, i, days[v])
-                for a in range(A):
-                    y = base
-                    if t > 0.0:
-                        y += shift[a] + slope_change[a] * t
-                    true[r, i, a, v] = y
-                    observed[r, i, a, v] = min(max(y + noise, lo), hi)
-    return observed, true
+                out[r, i, v] = rng.normal(key, keys[i], days[v])
+    return out

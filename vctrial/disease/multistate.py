@@ -1,19 +1,36 @@
-"""Multi-state progression: covariate-dependent hazards, treatment hazard ratios, competing death.
+"""Multi-state progression: hazards that follow the patient in time, treatment hazard ratios,
+competing background death, and biomarkers that move risk.
+
+The hazard of transition k for patient i in step t of arm a is
+
+    rate_ik × time_factor_k(t) × hr_a,k(t) × tis_k(u) × exp(Σ_b α_kb (m_ib(t) − ref) + γ_kb m'_ib(t))
+
+with rate_ik the hazard at the patient's baseline covariates, time_factor the exact step average of
+ageing and drifting covariates (exp(g_k t)) and of the baseline's shape in time on study, tis_k a
+piecewise-constant multiplier by u, the months since entering the current state, and m, m' the
+current true value and slope of each biomarker (a joint longitudinal–event model).
 
 Each patient carries a clock of cumulative hazard. An event happens when the clock reaches an
 exponential threshold E = -log(U); the kernel then picks which transition fired in proportion to
-the hazards at that moment and draws a fresh threshold. With hazards constant within a time step
-this is exact in continuous time (no discretisation error, no ties), costs one addition per
-patient-step and one logarithm per event, and couples the arms monotonically: the same patient
-meets the same thresholds in every arm, so a hazard ratio below one can only delay their events.
+the hazards at that moment and draws a fresh threshold. Hazards are constant within a step except
+at time-in-state breakpoints, where the step is split, so events are resolved exactly in continuous
+time (no ties) at one addition per patient-segment and one logarithm per event. The same patient
+meets the same thresholds in every arm (common random numbers). A hazard ratio below one on every
+transition delays the patient's *first* event; after it, a multistate path can differ between
+arms in either direction (an event that comes later can enter a state with a higher hazard at a
+different threshold), so later events are not ordered between arms.
 
-Per step, the order is: background hazard from the life table at the patient's current age, plus
-the state's outgoing transition hazards times the arm's hazard ratio at that step; advance the
-clock across the step, resolving as many events as fall inside it.
+Per step, the order is: biomarker values at the start of the step are recorded; the intensification
+rule is checked at its visits (the observed value is the true value plus the visit's measurement
+noise); background hazard from the life table at the patient's current age; transition hazards
+with biomarker values at the middle of the step; the clock advances across the step, segment by
+segment, resolving as many events as fall inside it; the biomarkers' mean-reverting process moves
+to the next step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -21,7 +38,7 @@ import numpy as np
 
 from vctrial import rng
 from vctrial.disease.lifetable import MAX_AGE, hazard_per_month
-from vctrial.spec.disease import DiseaseSpec
+from vctrial.spec.disease import DiseaseSpec, TimeOnStudy
 
 BLOCK = 512  # patients per parallel work item
 
@@ -40,14 +57,39 @@ class MultiStateModel:
     step_months: float
     bg_hazard: np.ndarray  # (2, MAX_AGE + 1) per month; zeros if no background mortality
     has_background: bool
+    log_slope: np.ndarray = None  # (K,) change of the log hazard per year from ageing and drifts
+    time_on_study: tuple = ()  # (K,) TimeOnStudy or None
+    breakpoints: np.ndarray = None  # (S, J) months in state where some hazard out of s changes (inf padded)
+    n_breakpoints: np.ndarray = None  # (S,) int64
+    tis_mult: np.ndarray = None  # (K, J + 1) multiplier in each time-in-state interval of the from state
+    link_value: np.ndarray = None  # (K, B) log HR per unit of a biomarker's true value
+    link_reference: np.ndarray = None  # (K, B)
+    link_slope: np.ndarray = None  # (K, B) log HR per unit/year of its slope
+    process: np.ndarray = None  # (B, 12) biomarker process parameters, see PROCESS_COLUMNS
+    marker_names: tuple[str, ...] = ()
 
     @property
     def n_transitions(self) -> int:
         return self.out_idx.shape[0]
 
+    @property
+    def has_links(self) -> bool:
+        return bool(self.link_value.any() or self.link_slope.any())
+
+    @property
+    def has_intensification(self) -> bool:
+        return bool((self.process[:, PROCESS_COLUMNS.index("every_steps")] > 0).any())
+
+
+PROCESS_COLUMNS = ("slope", "kappa", "phi", "sd_w", "every_steps", "direction", "threshold", "added_shift",
+                   "max_times", "residual_sd", "lo", "hi")
+"""Columns of ``MultiStateModel.process``: mean slope/year, slope fading rate κ/year, OU step
+autocorrelation φ, OU stationary SD, intensification visit interval (steps, 0: none), direction (+1
+above, −1 below), threshold, shift per addition, most additions, measurement SD, clipping bounds."""
+
 
 def compile_model(spec: DiseaseSpec) -> MultiStateModel:
-    """Arrays of the state graph and the background hazard."""
+    """Arrays of the state graph, the time-varying parts of the hazards and the background hazard."""
     states = [s.name for s in spec.states]
     index = {name: i for i, name in enumerate(states)}
     by_source: list[list[int]] = [[] for _ in states]
@@ -60,9 +102,37 @@ def compile_model(spec: DiseaseSpec) -> MultiStateModel:
     bg = spec.background_mortality
     if bg is not None:
         to_state.append(index[bg.to])
-        bg_hazard = hazard_per_month(bg.life_table, bg.multiplier)
+        if bg.remove_causes:
+            bg_hazard = hazard_per_month(bg.life_table, bg.multiplier, remove=tuple(bg.remove_causes))
+        else:
+            bg_hazard = hazard_per_month(bg.life_table, bg.multiplier)
     else:
         bg_hazard = np.zeros((2, MAX_AGE + 1))
+    # time in state: the union of the breakpoints of the transitions leaving each state
+    K, S = len(spec.transitions), len(states)
+    cuts = [sorted({p.until_month for k in by_source[s] for p in spec.transitions[k].time_in_state})
+            for s in range(S)]
+    J = max([len(c) for c in cuts] + [1])
+    breakpoints = np.full((S, J), np.inf)
+    n_bp = np.zeros(S, np.int64)
+    for s, c in enumerate(cuts):
+        breakpoints[s, :len(c)] = c
+        n_bp[s] = len(c)
+    tis = np.ones((K, J + 1))
+    for k, t in enumerate(spec.transitions):
+        c = cuts[index[t.from_]]
+        for j in range(len(c)):  # interval j is [c[j-1], c[j]); a piece covers the intervals ending by its until
+            piece = next((p for p in t.time_in_state if c[j] <= p.until_month), None)
+            tis[k, j] = piece.multiplier if piece is not None else 1.0
+    markers = [b.name for b in spec.biomarkers]
+    B = len(markers)
+    link_value, link_ref, link_slope = np.zeros((K, max(B, 1))), np.zeros((K, max(B, 1))), np.zeros((K, max(B, 1)))
+    for k, t in enumerate(spec.transitions):
+        for term in t.biomarkers:
+            b = markers.index(term.biomarker)
+            link_value[k, b] += term.coef
+            link_ref[k, b] = term.reference
+            link_slope[k, b] += term.slope_coef
     return MultiStateModel(
         state_names=tuple(states),
         event_names=tuple(spec.event_names),
@@ -74,7 +144,64 @@ def compile_model(spec: DiseaseSpec) -> MultiStateModel:
         step_months=spec.time_step_months,
         bg_hazard=bg_hazard,
         has_background=bg is not None,
+        log_slope=np.array(spec.log_hazard_slopes(), np.float64),
+        time_on_study=tuple(t.time_on_study for t in spec.transitions),
+        breakpoints=breakpoints,
+        n_breakpoints=n_bp,
+        tis_mult=tis,
+        link_value=link_value,
+        link_reference=link_ref,
+        link_slope=link_slope,
+        process=process_table(spec),
+        marker_names=tuple(markers),
     )
+
+
+def process_table(spec: DiseaseSpec) -> np.ndarray:
+    """(B, len(PROCESS_COLUMNS)) parameters of each biomarker's process for the kernel."""
+    dt = spec.time_step_months
+    rows = []
+    for b in spec.biomarkers:
+        kappa = 0.0 if b.slope_half_life_years is None else math.log(2.0) / b.slope_half_life_years
+        phi = math.exp(-math.log(2.0) / b.process_half_life_years * dt / 12.0)
+        rule = b.intensification
+        every = 0 if rule is None else int(round(rule.every_months / dt))
+        direction = 0.0 if rule is None else (1.0 if rule.above is not None else -1.0)
+        threshold = 0.0 if rule is None else (rule.above if rule.above is not None else rule.below)
+        rows.append([b.slope_per_year, kappa, phi, b.process_sd, every, direction, threshold,
+                     0.0 if rule is None else rule.shift, 0 if rule is None else rule.max_times, b.residual_sd,
+                     -np.inf if b.min is None else b.min, np.inf if b.max is None else b.max])
+    return np.array(rows, np.float64).reshape(len(rows), len(PROCESS_COLUMNS))
+
+
+def time_factor(model: MultiStateModel, n_steps: int) -> np.ndarray:
+    """(K, n_steps) multiplier of each transition's baseline hazard in each step: the exact step
+    average of exp(g_k t) (ageing, drifts) times the exact step average of the time-on-study shape."""
+    dt = model.step_months
+    t0 = np.arange(n_steps) * dt
+    t1 = t0 + dt
+    out = np.ones((model.n_transitions, n_steps))
+    for k in range(model.n_transitions):
+        g = model.log_slope[k] / 12.0  # per month
+        if g != 0.0:
+            out[k] *= np.expm1(g * dt) / (g * dt) * np.exp(g * t0)
+        shape = model.time_on_study[k]
+        if shape is not None:
+            out[k] *= _shape_average(shape, t0, t1)
+    return out
+
+
+def _shape_average(shape: TimeOnStudy, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """Average over [t0, t1) months of the time-on-study multiplier."""
+    if shape.weibull_shape is not None:
+        k = shape.weibull_shape
+        return ((t1 / 12.0) ** k - (t0 / 12.0) ** k) / ((t1 - t0) / 12.0)
+    ends = np.array([0.0] + [p.until_month for p in shape.piecewise] + [np.inf])
+    mult = np.array([p.multiplier for p in shape.piecewise] + [1.0])
+    total = np.zeros_like(t0)
+    for j in range(len(mult)):
+        total += mult[j] * np.clip(np.minimum(t1, ends[j + 1]) - np.maximum(t0, ends[j]), 0.0, None)
+    return total / (t1 - t0)
 
 
 def linear_predictor(effects, column) -> np.ndarray:
@@ -99,13 +226,16 @@ def patient_rates(spec: DiseaseSpec, column, shape: tuple[int, int]) -> np.ndarr
 class Paths:
     """What happened to every patient of a batch under every arm (counterfactually).
 
-    Times are months since randomization; ``inf`` means not by the horizon.
+    Times are months since time zero; ``inf`` means not by the horizon.
     """
 
     first_time: np.ndarray  # (R, n, A, E) first occurrence of each event
     death_time: np.ndarray  # (R, n, A) entry into an absorbing state
     occupancy: np.ndarray  # (R, A, T + 1, S) patients in each state at the start of each step
     time_in_state: np.ndarray | None = None  # (R, n, A, S) months in each state, if tracked
+    event_count: np.ndarray | None = None  # (R, n, A, E) occurrences of each event (recurrent events)
+    marker_true: np.ndarray | None = None  # (R, n, A, B, V) true biomarker values at the recorded steps
+    added: np.ndarray | None = None  # (R, n, A, B) therapy additions by the intensification rule
 
 
 @dataclass(frozen=True)
@@ -128,6 +258,22 @@ class Switching:
     trigger_ok: np.ndarray  # (R, n, A) bool
 
 
+@dataclass(frozen=True)
+class Markers:
+    """Per-patient biomarker inputs of the kernel (see :func:`vctrial.disease.biomarker.marker_inputs`).
+
+    The true value of biomarker b at t years is mean0 + b0 + (slope + b1)·τ(t) + W(t) + added(t), plus
+    under treatment (t > 0) shift + slope_change·t of the arm the patient is taking.
+    """
+
+    mean0: np.ndarray  # (R, n, B) population mean at time zero at the patient's covariates
+    b0: np.ndarray  # (R, n, B) random intercept
+    b1: np.ndarray  # (R, n, B) random slope (per year)
+    shift: np.ndarray  # (A, B) or (R, A, B) treatment shift of each arm
+    slope_change: np.ndarray  # (A, B) or (R, A, B) treatment slope change per year
+    record_steps: np.ndarray  # (V,) int64 steps (0..n_steps) at which true values are returned
+
+
 def simulate(
     model: MultiStateModel,
     rate: np.ndarray,
@@ -142,21 +288,26 @@ def simulate(
     track_time: bool = False,
     *,
     switching: Switching | None = None,
+    start_months_in_state: np.ndarray | None = None,
+    markers: Markers | None = None,
 ) -> Paths:
     """Step all patients of all replicates under every arm.
 
     Args:
-        rate: (R, n, K) hazard per month of each transition at the patient's covariates.
+        rate: (R, n, K) hazard per month of each transition at the patient's baseline covariates.
         hazard_ratio: (A, K, n_steps) treatment multiplier per arm, transition and step, or
             (R, A, K, n_steps) when it differs between replicates (sampled parameters).
-        age: (R, n) age in years at randomization; female: (R, n) 1 for female.
+        age: (R, n) age in years at time zero; female: (R, n) 1 for female.
         n_steps: steps of ``model.step_months`` to simulate.
         seed, replicates: the counter-based random-number coordinates.
-        start_state: (n,) non-absorbing state of each patient at time 0 (default: the initial state).
+        start_state: (n,) or (R, n) non-absorbing state of each patient at time 0 (default: the initial state).
         patient_keys: (n,) patient coordinate of each patient's random numbers (default 0..n-1);
             patients with equal keys meet the same draws (common random numbers across patients).
         track_time: also return ``time_in_state``, the months each patient spends in each state.
         switching: per-patient treatment switches (see :class:`Switching`); none by default.
+        start_months_in_state: (n,) or (R, n) months already spent in the starting state at time 0.
+        markers: biomarker inputs; required when a hazard depends on a biomarker or the model has an
+            intensification rule, and to record biomarker values.
     """
     R, n, K = rate.shape
     hr = np.asarray(hazard_ratio, np.float64)
@@ -165,14 +316,21 @@ def simulate(
     if (K != model.n_transitions or hr.ndim != 4 or hr.shape[0] not in (1, R) or hr.shape[2] != K
             or hr.shape[3] < n_steps):
         raise ValueError("rate / hazard_ratio shapes do not match the model")
+    S = model.absorbing.shape[0]
     if start_state is None:
-        start = np.full(n, model.initial_state, np.int64)
+        start = np.full((R, n), model.initial_state, np.int64)
     else:
-        start = np.ascontiguousarray(start_state, np.int64)
-        if start.shape != (n,) or start.min(initial=0) < 0 or start.max(initial=0) >= model.absorbing.shape[0]:
+        start = np.ascontiguousarray(np.broadcast_to(np.asarray(start_state, np.int64), (R, n)))
+        if start.min(initial=0) < 0 or start.max(initial=0) >= S:
             raise ValueError("start_state must hold one state index per patient")
         if model.absorbing[start].any():
             raise ValueError("start_state: a patient cannot start in an absorbing state")
+    if start_months_in_state is None:
+        start_u = np.zeros((R, n))
+    else:
+        start_u = np.ascontiguousarray(np.broadcast_to(np.asarray(start_months_in_state, np.float64), (R, n)))
+        if not (np.isfinite(start_u).all() and (start_u >= 0).all()):
+            raise ValueError("start_months_in_state must be finite and >= 0")
     keys = np.arange(n, dtype=np.int64) if patient_keys is None else np.ascontiguousarray(patient_keys, np.int64)
     if keys.shape != (n,):
         raise ValueError("patient_keys must hold one key per patient")
@@ -188,9 +346,36 @@ def simulate(
               np.ascontiguousarray(switching.trigger_ok, np.bool_))
         if sw[0].shape != (R, n, A) or sw[5].shape != (R, n, A):
             raise ValueError("switching: step and trigger_ok must have shape (R, n, A)")
-    first, death, occ, tis = _simulate_kernel(
+    B = len(model.marker_names)
+    needs_markers = model.has_links or model.has_intensification
+    if markers is None:
+        if needs_markers:
+            raise ValueError("this disease model's hazards or rules use biomarkers: pass markers")
+        mk = (np.zeros((1, 1, 1)),) * 3 + (np.zeros((1, A, 1)),) * 2 + (np.zeros(0, np.int64),)
+        process = np.zeros((1, len(PROCESS_COLUMNS)))
+        streams = np.zeros((1, 2), np.uint64)
+        use_markers = False
+    else:
+        shift = np.asarray(markers.shift, np.float64)
+        slope = np.asarray(markers.slope_change, np.float64)
+        shift, slope = (x[None] if x.ndim == 2 else x for x in (shift, slope))
+        mk = tuple(np.ascontiguousarray(x, np.float64) for x in (markers.mean0, markers.b0, markers.b1, shift, slope))
+        mk += (np.ascontiguousarray(markers.record_steps, np.int64),)
+        if any(x.shape != (R, n, B) for x in mk[:3]) or mk[3].shape[1:] != (A, B) or mk[4].shape[1:] != (A, B):
+            raise ValueError("markers: arrays do not match (R, n, B) and (A, B)")
+        if mk[5].size and (mk[5].min() < 0 or mk[5].max() > n_steps or np.any(np.diff(mk[5]) <= 0)):
+            raise ValueError("markers.record_steps must be increasing steps within 0..n_steps")
+        process = model.process
+        streams = np.array([[rng.stream_id(f"biomarker:{name}:process"), rng.stream_id(f"biomarker:{name}:residual")]
+                            for name in model.marker_names], np.uint64).reshape(B, 2)
+        use_markers = B > 0
+    V = mk[5].shape[0]
+    record = np.full(n_steps + 1, -1, np.int64)
+    record[mk[5]] = np.arange(V)
+    first, death, occ, tis, count, true, added = _simulate_kernel(
         np.ascontiguousarray(rate, np.float64),
         np.ascontiguousarray(hr),
+        np.ascontiguousarray(time_factor(model, n_steps)),
         np.ascontiguousarray(age, np.float64),
         np.ascontiguousarray(female, np.int64),
         model.bg_hazard,
@@ -199,7 +384,11 @@ def simulate(
         model.out_idx,
         model.to_state,
         model.absorbing,
+        model.breakpoints,
+        model.n_breakpoints,
+        model.tis_mult,
         start,
+        start_u,
         keys,
         bool(track_time),
         float(model.step_months),
@@ -210,35 +399,93 @@ def simulate(
         np.ascontiguousarray(replicates, np.int64),
         switching is not None,
         *sw,
+        use_markers,
+        *mk[:5],
+        record,
+        V,
+        process,
+        streams,
+        model.link_value,
+        model.link_reference,
+        model.link_slope,
+        model.has_links and use_markers,
     )
-    return Paths(first, death, occ, tis if track_time else None)
+    return Paths(first, death, occ, tis if track_time else None, count,
+                 true if use_markers and V else None, added if use_markers else None)
 
 
 @numba.njit(inline="always")
-def _total_hazard(s, rate_i, hr, a, t, out_ptr, out_idx, bg):
+def _hazards(hk, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, lk, out_ptr, out_idx, bg):
+    """Fill hk with the hazards leaving state s; returns their sum plus the background hazard."""
     h = bg
     for j in range(out_ptr[s], out_ptr[s + 1]):
         k = out_idx[j]
-        h += rate_i[k] * hr[a, k, t]
+        v = rate_i[k] * tf[k, t] * hr[b, k, ts] * tis_mult[k, jint] * lk[k]
+        hk[k] = v
+        h += v
     return h
 
 
+@numba.njit(inline="always")
+def _choose(v, s, hk, out_ptr, out_idx, fallback):
+    """The event whose share of [0, h) holds v, in a fixed order (background last)."""
+    acc = 0.0
+    for j in range(out_ptr[s], out_ptr[s + 1]):
+        k = out_idx[j]
+        acc += hk[k]
+        if v < acc:
+            return k
+    return fallback
+
+
+@numba.njit(inline="always")
+def _interval(u, bp, n_bp, s):
+    """Index of the time-in-state interval holding u months."""
+    j = 0
+    while j < n_bp[s] and bp[s, j] <= u:
+        j += 1
+    return j
+
+
+@numba.njit(inline="always")
+def _tau(t, kappa):
+    """Time scale of the slope: t, or (1 − e^(−κt))/κ when slopes fade."""
+    if kappa == 0.0:
+        return t
+    return -np.expm1(-kappa * t) / kappa
+
+
+@numba.njit(inline="always")
+def _marker_value(m, t_y, treated, mean0, b0, b1, w, n_add, shift, slope_ch, t_treat_y, process):
+    v = mean0 + b0 + (process[m, 0] + b1) * _tau(t_y, process[m, 1]) + w + n_add * process[m, 7]
+    if treated:
+        v += shift + slope_ch * t_treat_y
+    return v
+
+
 @numba.njit(cache=True, parallel=True)
-def _simulate_kernel(rate, hr_all, age, female, bg_hazard, has_bg, out_ptr, out_idx, to_state, absorbing,
-                     start, pkeys, track, dt, n_steps, seed, stream_e, stream_c, replicates,
-                     has_sw, sw_step, sw_to, trig_ev, trig_to, trig_delay, trig_ok):
+def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, out_idx, to_state, absorbing,
+                     bp, n_bp, tis_mult, start, start_u, pkeys, track, dt, n_steps, seed, stream_e, stream_c,
+                     replicates, has_sw, sw_step, sw_to, trig_ev, trig_to, trig_delay, trig_ok,
+                     use_mk, mean0, b0_all, b1_all, shift_all, slope_all, record, V, process, streams,
+                     link_value, link_ref, link_slope, has_links):
     R, n, K = rate.shape
     A = hr_all.shape[1]
     E = to_state.shape[0]
     S = absorbing.shape[0]
+    B = mean0.shape[2] if use_mk else 0
     first = np.full((R, n, A, E), np.inf)
     death = np.full((R, n, A), np.inf)
+    count = np.zeros((R, n, A, E), np.int32)
+    true = np.full((R if V else 1, n if V else 1, A, max(B, 1), max(V, 1)), np.nan)
+    added = np.zeros((R if use_mk else 1, n if use_mk else 1, A, max(B, 1)), np.int32)
     blocks = (n + BLOCK - 1) // BLOCK
     # per work item partial counts; "entered" holds +1 at the step after absorption, summed later
     occ_part = np.zeros((R * blocks, A, n_steps + 1, S), np.int32)
     absorbed = np.zeros((R * blocks, A, n_steps + 2, S), np.int32)
     tis = np.zeros((R if track else 1, n if track else 1, A, S))
     max_age = bg_hazard.shape[1] - 1
+    days_per_month = 365.25 / 12.0
     for item in numba.prange(R * blocks):
         r = item // blocks
         lo = (item % blocks) * BLOCK
@@ -246,6 +493,17 @@ def _simulate_kernel(rate, hr_all, age, female, bg_hazard, has_bg, out_ptr, out_
         key_e = rng.stream_key(seed, stream_e, replicates[r])
         key_c = rng.stream_key(seed, stream_c, replicates[r])
         hr = hr_all[r % hr_all.shape[0]]
+        hk = np.zeros(K)
+        lk = np.ones(K)
+        w = np.zeros(max(B, 1))
+        n_add = np.zeros(max(B, 1), np.int64)
+        vmid = np.zeros(max(B, 1))
+        smid = np.zeros(max(B, 1))
+        key_w = np.zeros(max(B, 1), np.uint64)
+        key_eps = np.zeros(max(B, 1), np.uint64)
+        for m in range(B):
+            key_w[m] = rng.stream_key(seed, streams[m, 0], replicates[r])
+            key_eps[m] = rng.stream_key(seed, streams[m, 1], replicates[r])
         for i in range(lo, hi):
             rate_i = rate[r, i]
             sex = 1 if female[r, i] == 1 else 0
@@ -261,70 +519,126 @@ def _simulate_kernel(rate, hr_all, age, female, bg_hazard, has_bg, out_ptr, out_
                     sw = sw_step[r, i, a]
                     tgt = sw_to[a]
                     can_trig = trig_ev[a] >= 0 and trig_ok[r, i, a]
-                s = start[i]
-                entered = 0.0
+                s = start[r, i]
+                entered = -start_u[r, i]
+                jint = _interval(start_u[r, i], bp, n_bp, s)
                 clock = 0.0
                 n_ev = 0
                 threshold = -np.log(rng.uniform_open(key_e, pk, n_ev))
+                for m in range(B):
+                    w[m] = process[m, 3] * rng.normal(key_w[m], pk, 0) if process[m, 3] > 0.0 else 0.0
+                    n_add[m] = 0
+                alive = True
                 t = 0
                 while t < n_steps:
                     if t >= sw and b == a:
                         b = tgt
                         off = sw
-                    occ_part[item, a, t, s] += 1
+                    if alive:
+                        occ_part[item, a, t, s] += 1
+                    # biomarkers: record, intensify, values for this step's hazards
+                    if B > 0:
+                        ra = r % shift_all.shape[0]
+                        t_y = t * dt / 12.0
+                        tt_y = (t - off) * dt / 12.0
+                        for m in range(B):
+                            v0 = _marker_value(m, t_y, t > 0, mean0[r, i, m], b0_all[r, i, m], b1_all[r, i, m], w[m],
+                                               n_add[m], shift_all[ra, b, m], slope_all[ra, b, m], tt_y, process)
+                            if V > 0 and record[t] >= 0:
+                                true[r, i, a, m, record[t]] = v0
+                            every = int(process[m, 4])
+                            if alive and every > 0 and t > 0 and t % every == 0 and n_add[m] < process[m, 8]:
+                                day = np.int64(np.rint(t * dt * days_per_month))
+                                obs = v0 + process[m, 9] * rng.normal(key_eps[m], pk, day)
+                                obs = min(max(obs, process[m, 10]), process[m, 11])
+                                if process[m, 5] * (obs - process[m, 6]) > 0.0:
+                                    n_add[m] += 1
+                            vmid[m] = _marker_value(m, t_y + dt / 24.0, True, mean0[r, i, m], b0_all[r, i, m],
+                                                    b1_all[r, i, m], w[m], n_add[m], shift_all[ra, b, m],
+                                                    slope_all[ra, b, m], tt_y + dt / 24.0, process)
+                            kappa = process[m, 1]
+                            fade = 1.0 if kappa == 0.0 else np.exp(-kappa * (t_y + dt / 24.0))
+                            smid[m] = (process[m, 0] + b1_all[r, i, m]) * fade + slope_all[ra, b, m]
+                        if has_links:
+                            for k in range(K):
+                                x = 0.0
+                                for m in range(B):
+                                    x += link_value[k, m] * (vmid[m] - link_ref[k, m]) + link_slope[k, m] * smid[m]
+                                lk[k] = np.exp(x)
+                        for m in range(B):  # the mean-reverting process moves on to the next step
+                            if process[m, 3] > 0.0:
+                                phi = process[m, 2]
+                                w[m] = phi * w[m] + process[m, 3] * np.sqrt(1.0 - phi * phi) * rng.normal(
+                                    key_w[m], pk, t + 1)
+                    if not alive:
+                        t += 1
+                        continue
                     bg = 0.0
                     if has_bg:
                         ia = int(age[r, i] + t * dt / 12.0)
                         bg = bg_hazard[sex, min(max(ia, 0), max_age)]
-                    h = _total_hazard(s, rate_i, hr, b, t - off, out_ptr, out_idx, bg)
                     now = t * dt
-                    left = dt
+                    step_end = now + dt
                     dead = False
-                    while h > 0.0 and clock + h * left >= threshold:
-                        tau = (threshold - clock) / h
-                        now += tau
-                        left -= tau
-                        # which event: partition [0, h) by the hazards, in a fixed order
-                        v = rng.uniform(key_c, pk, n_ev) * h
-                        ev = E - 1 if has_bg else out_idx[out_ptr[s + 1] - 1]
-                        acc = 0.0
-                        for j in range(out_ptr[s], out_ptr[s + 1]):
-                            k = out_idx[j]
-                            acc += rate_i[k] * hr[b, k, t - off]
-                            if v < acc:
-                                ev = k
-                                break
-                        if first[r, i, a, ev] == np.inf:
-                            first[r, i, a, ev] = now
-                        if can_trig and b == a and ev == trig_ev[a]:
-                            cand = max(int(np.ceil((now + trig_delay[a]) / dt - 1e-9)), t + 1)
-                            if cand < sw:
-                                sw = cand
-                                tgt = trig_to[a]
-                            can_trig = False
-                        if track:
-                            tis[r, i, a, s] += now - entered
+                    while True:  # segments of the step between time-in-state breakpoints
+                        nb = entered + bp[s, jint] if jint < n_bp[s] else np.inf
+                        seg_end = min(step_end, nb)
+                        h = _hazards(hk, s, rate_i, tf, t, hr, b, t - off, tis_mult, jint, lk, out_ptr, out_idx, bg)
+                        while h > 0.0 and clock + h * (seg_end - now) >= threshold:
+                            now += (threshold - clock) / h
+                            v = rng.uniform(key_c, pk, n_ev) * h
+                            ev = _choose(v, s, hk, out_ptr, out_idx, E - 1 if has_bg else out_idx[out_ptr[s + 1] - 1])
+                            if first[r, i, a, ev] == np.inf:
+                                first[r, i, a, ev] = now
+                            count[r, i, a, ev] += 1
+                            if can_trig and b == a and ev == trig_ev[a]:
+                                cand = max(int(np.ceil((now + trig_delay[a]) / dt - 1e-9)), t + 1)
+                                if cand < sw:
+                                    sw = cand
+                                    tgt = trig_to[a]
+                                can_trig = False
+                            if track:
+                                tis[r, i, a, s] += now - max(entered, 0.0)
+                            s = to_state[ev]
                             entered = now
-                        s = to_state[ev]
-                        n_ev += 1
-                        clock = 0.0
-                        threshold = -np.log(rng.uniform_open(key_e, pk, n_ev))
-                        if absorbing[s]:
-                            death[r, i, a] = now
-                            dead = True
+                            jint = 0
+                            n_ev += 1
+                            clock = 0.0
+                            threshold = -np.log(rng.uniform_open(key_e, pk, n_ev))
+                            if absorbing[s]:
+                                death[r, i, a] = now
+                                dead = True
+                                break
+                            nb = entered + bp[s, 0] if n_bp[s] > 0 else np.inf
+                            seg_end = min(step_end, nb)
+                            h = _hazards(hk, s, rate_i, tf, t, hr, b, t - off, tis_mult, jint, lk, out_ptr, out_idx,
+                                         bg)
+                        if dead:
                             break
-                        h = _total_hazard(s, rate_i, hr, b, t - off, out_ptr, out_idx, bg)
-                    if not dead:
-                        clock += h * left
+                        clock += h * (seg_end - now)
+                        now = seg_end
+                        if seg_end >= step_end:
+                            break
+                        jint += 1
                     t += 1
-                    if absorbing[s]:
-                        break
-                if absorbing[s]:
-                    absorbed[item, a, t, s] += 1
-                else:
+                    if dead:
+                        alive = False
+                        absorbed[item, a, t, s] += 1
+                        if V == 0:  # nothing left to record after death
+                            break
+                if alive:
                     occ_part[item, a, n_steps, s] += 1
                     if track:
-                        tis[r, i, a, s] += n_steps * dt - entered
+                        tis[r, i, a, s] += n_steps * dt - max(entered, 0.0)
+                if B > 0 and V > 0 and record[n_steps] >= 0:
+                    ra = r % shift_all.shape[0]
+                    for m in range(B):
+                        true[r, i, a, m, record[n_steps]] = _marker_value(
+                            m, n_steps * dt / 12.0, n_steps > 0, mean0[r, i, m], b0_all[r, i, m], b1_all[r, i, m],
+                            w[m], n_add[m], shift_all[ra, b, m], slope_all[ra, b, m], (n_steps - off) * dt / 12.0,
+                            process)
+                for m in range(B):
+                    added[r if use_mk else 0, i if use_mk else 0, a, m] = n_add[m]
     occ = np.zeros((R, A, n_steps + 1, S), np.int32)
     for r in range(R):
         for b in range(blocks):
@@ -335,4 +649,4 @@ def _simulate_kernel(rate, hr_all, age, female, bg_hazard, has_bg, out_ptr, out_
                     for t in range(n_steps + 1):
                         run += absorbed[item, a, t, s]
                         occ[r, a, t, s] += occ_part[item, a, t, s] + run
-    return first, death, occ, tis
+    return first, death, occ, tis, count, true, added

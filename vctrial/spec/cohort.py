@@ -19,6 +19,21 @@ eligibility criteria::
       - "age >= 18"
       - "nyha_class in ['II', 'III', 'IV']"
 
+An optional ``start`` block gives each patient a starting state of the disease model and the time
+already spent in it, drawn jointly with the other covariates (they are covariates, so they take
+part in the copula like any other)::
+
+    covariates:
+      hf_status: {distribution: categorical, levels: [stable, post_hhf], p: [0.7, 0.3]}
+      months_since_hhf: {distribution: lognormal, mean: 4, sd: 3, unit: months}
+    start:
+      state: hf_status
+      months_in_state: months_since_hhf
+
+The levels of the ``state`` covariate are state names; when a protocol is loaded they must all be
+non-absorbing states of its disease model. Without a ``start`` block every patient starts in the
+disease model's ``initial_state`` with no time spent in it.
+
 Everything is checked when the file is loaded, expressions included: a mistyped name fails before
 any simulation starts, with the file, the key path and the reason.
 
@@ -51,6 +66,7 @@ __all__ = [
     "DerivedCovariate",
     "LognormalCovariate",
     "NormalCovariate",
+    "StartSpec",
     "load_cohort",
 ]
 
@@ -334,6 +350,23 @@ Derived = Annotated[Any, pydantic.PlainValidator(_derived, json_schema_input_typ
 """A derived covariate (validated as :class:`DerivedCovariate`)."""
 
 
+class StartSpec(StrictModel):
+    """Where patients start: a disease state and the months already spent in it, read from covariates.
+
+    Both are covariates, so they are drawn jointly with the others through the copula; a positive
+    latent correlation with ``state`` means "tends to start in a later level".
+    """
+
+    state: str = pydantic.Field(
+        description="sampled categorical covariate whose level names are disease-model states: each patient "
+        "starts in the state named by their level (every level must be a non-absorbing state of the "
+        "protocol's disease model)")
+    months_in_state: str | None = pydantic.Field(
+        None, description="numeric covariate (normal with min >= 0, lognormal, or derived) holding the months "
+        "each patient has already spent in their starting state at time zero; negative values count as 0 "
+        "(null: 0 for everyone)")
+
+
 class CohortSpec(StrictModel):
     """A cohort: covariates, derived covariates, latent correlations and eligibility."""
 
@@ -352,6 +385,9 @@ class CohortSpec(StrictModel):
     eligibility: list[str] = pydantic.Field(
         [], description="conditions in the expression grammar that every randomized patient meets; candidates "
         "failing one are screen failures")
+    start: StartSpec | None = pydantic.Field(
+        None, description="starting disease state and months already spent in it, read from covariates "
+        "(null: every patient starts in the disease model's initial_state with 0 months)")
 
     _path: Path | None = pydantic.PrivateAttr(default=None)
     _derived_exprs: dict[str, Expr] = pydantic.PrivateAttr(default_factory=dict)
@@ -383,7 +419,39 @@ class CohortSpec(StrictModel):
         self._derived_exprs = self._parse_derived()
         self._correlation = self._check_correlations()
         self._eligibility_exprs = self._parse_eligibility()
+        self._check_start()
         return self
+
+    def _check_start(self) -> None:
+        start = self.start
+        if start is None:
+            return
+        categorical = [n for n, c in self.covariates.items() if isinstance(c, CategoricalCovariate)]
+        choices = f"categorical covariates: {', '.join(categorical) or 'none'}"
+        cov = self.covariates.get(start.state)
+        if start.state in self.derived:
+            _fail(("start", "state"), f"'{start.state}' is derived; the starting state must be a sampled "
+                  f"categorical covariate ({choices})")
+        if cov is None:
+            _fail(("start", "state"), f"unknown covariate '{start.state}' ({choices})")
+        if not isinstance(cov, CategoricalCovariate):
+            _fail(("start", "state"), f"'{start.state}' is a {cov.distribution} covariate; the starting state must "
+                  f"be a categorical covariate whose levels are disease states ({choices})")
+        name = start.months_in_state
+        if name is None or name in self.derived:
+            return
+        numeric = [n for n, c in self.covariates.items() if isinstance(c, (NormalCovariate, LognormalCovariate))]
+        choices = f"normal or lognormal covariates: {', '.join(numeric) or 'none'}; or a derived covariate"
+        cov = self.covariates.get(name)
+        if cov is None:
+            _fail(("start", "months_in_state"), f"unknown covariate '{name}' ({choices})")
+        if not isinstance(cov, (NormalCovariate, LognormalCovariate)):
+            _fail(("start", "months_in_state"), f"'{name}' is a {cov.distribution} covariate; months in the state "
+                  f"must be a numeric covariate ({choices})")
+        if isinstance(cov, NormalCovariate) and (cov.min is None or cov.min < 0):
+            got = "no min" if cov.min is None else f"min {_g(cov.min)}"
+            _fail(("start", "months_in_state"), f"'{name}' is a normal covariate that can be negative ({got}); "
+                  f"give covariates.{name} a min >= 0 (e.g. min: 0) or use a lognormal")
 
     def _parse_derived(self) -> dict[str, Expr]:
         known: dict[str, tuple[str, ...] | None] = dict(self.levels_or_none())

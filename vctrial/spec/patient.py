@@ -21,7 +21,13 @@ A patient file::
 
 A batch CSV has a column ``id`` (unique), one column per covariate (a header may state the unit,
 ``age (years)``), and optionally a column ``state`` with each patient's current state (default the
-disease's initial state). Columns are checked vectorized; an error names the line and the column.
+disease's initial state) and a column ``months_in_state`` with the months each patient has already
+spent in it (a number >= 0; default 0). Columns are checked vectorized; an error names the line and
+the column.
+
+The months already spent in the starting state at ``as_of`` (``Patients.start_months``) are, for a
+patient file, the time from the date of the last past event (the one that led to the starting state)
+to ``as_of``, in months of 365.25 / 12 days; 0 without past events.
 
 Checks: every covariate the disease model reads is given; names are cohort covariates (derived ones
 are computed from their inputs); numbers are finite and inside the cohort's truncation bounds, or,
@@ -91,7 +97,8 @@ class History(StrictModel):
 
     measurements: list[Measurement] = Field([], description="dated biomarker values: condition the patient's "
                                             "random effects")
-    events: list[PastEvent] = Field([], description="dated past transitions: set the starting state")
+    events: list[PastEvent] = Field([], description="dated past transitions: set the starting state, and the "
+                                    "date of the last one the time already spent in it at as_of")
 
 
 class PatientSpec(StrictModel):
@@ -127,6 +134,8 @@ class Patients:
         levels: levels of the categorical covariates.
         start_state: (P,) int64 state index at time zero.
         measurements: biomarker -> (patient index (J,), years relative to as_of (J,) <= 0, value (J,)).
+        start_months: (P,) float64 months each patient has already spent in its starting state at time
+            zero (default: zeros).
     """
 
     ids: tuple[str | None, ...]
@@ -136,6 +145,13 @@ class Patients:
     start_state: np.ndarray
     measurements: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     source: str = ""
+    start_months: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        months = np.zeros(self.n) if self.start_months is None else np.asarray(self.start_months, np.float64)
+        if months.shape != (self.n,):
+            raise ValueError(f"start_months must hold one value per patient ({self.n}), got shape {months.shape}")
+        object.__setattr__(self, "start_months", months)
 
     @property
     def n(self) -> int:
@@ -162,7 +178,7 @@ class Patients:
             meas[b] = (where[pi][keep], yrs[keep], val[keep])
         return Patients(tuple(self.ids[i] for i in index), self.rows[index],
                         {k: v[index] for k, v in self.columns.items()}, self.levels, self.start_state[index],
-                        meas, self.source)
+                        meas, self.source, self.start_months[index])
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -200,14 +216,16 @@ def load_patient(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> 
         if e.date > as_of:
             raise SpecError(file, f"history.events[{i}].date", f"{e.date} is after as_of {as_of}")
     start = _start_state(spec.history.events, disease, file)
+    last = max((e.date for e in spec.history.events), default=None)
+    months = 0.0 if last is None else (as_of - last).days / (DAYS_PER_YEAR / 12.0)
     meas = _measurements(spec.history.measurements, as_of, disease, file)
     pid = None if spec.id is None else str(spec.id)
     return Patients((pid,), np.array([1], np.int64), columns, cohort.levels(), np.array([start], np.int64),
-                    meas, file)
+                    meas, file, np.array([months]))
 
 
 def load_batch(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> Patients:
-    """Read a batch CSV of patients (``id``, covariates, optional ``state``) and check every row."""
+    """Read a batch CSV of patients (``id``, covariates, optional ``state``, ``months_in_state``); check every row."""
     import pandas as pd
 
     path = Path(path)
@@ -232,13 +250,15 @@ def load_batch(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> Pa
     raw: dict[str, np.ndarray] = {}
     ids = None
     state = None
+    in_state = None
     for header in frame.columns:
         match = _HEADER.match(str(header))
         if not match:
             raise SpecError(file, f"column {header!r}", "a column is a covariate name, optionally with its unit "
                                                         "in brackets: age (years)")
         name, unit = match.group(1), match.group(2)
-        if name in raw or (name == "id" and ids is not None) or (name == "state" and state is not None):
+        if name in raw or (name == "id" and ids is not None) or (name == "state" and state is not None) \
+                or (name == "months_in_state" and in_state is not None):
             raise SpecError(file, at.column(name), "appears twice")
         values = frame[header].to_numpy(dtype=object)
         values = np.array([v.strip() for v in values], dtype=object)
@@ -246,6 +266,10 @@ def load_batch(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> Pa
             ids = values
         elif name == "state" and name not in cohort.covariates:
             state = values
+        elif name == "months_in_state" and name not in cohort.covariates:
+            if unit is not None and unit.strip() not in ("months", "month"):
+                raise SpecError(file, at.column(name), f"unit {unit.strip()!r}: months_in_state is in months")
+            in_state = values
         else:
             if unit is not None:
                 _check_unit(cohort, name, unit.strip(), file, at.column(name))
@@ -274,7 +298,15 @@ def load_batch(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> Pa
         if absorbing.any():
             i = int(np.argmax(absorbing))
             raise SpecError(file, at.cell("state", i), f"{state[i]!r} is absorbing: the twin is for living patients")
-    return Patients(tuple(str(i) for i in ids), lines, columns, cohort.levels(), start, {}, file)
+    months = np.zeros(len(ids))
+    if in_state is not None:
+        months = pd.to_numeric(pd.Series(np.where(in_state == "", "0", in_state)), errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(months) | (months < 0)  # NaN: not a number
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise SpecError(file, at.cell("months_in_state", i), "months already spent in the current state: must be "
+                                                                 f"a finite number >= 0, got {in_state[i]!r}")
+    return Patients(tuple(str(i) for i in ids), lines, columns, cohort.levels(), start, {}, file, months)
 
 
 # ------------------------------------------------------------------------------------------ checks

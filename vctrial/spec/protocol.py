@@ -64,8 +64,13 @@ class HazardEffect(StrictModel):
 class TrialHazardEffect(HazardEffect):
     """A hazard effect of a trial arm, which may change with the time since the start of treatment
     (randomization, or the switch for a crossing-over patient): a delay with hazard ratio 1,
-    piecewise periods, waning."""
+    piecewise periods, waning. Effects naming the same ``parameter`` share one draw of the patient
+    twin's parameter uncertainty."""
 
+    parameter: str | None = Field(
+        None, pattern=_NAME, description="name of the uncertain parameter this hazard ratio is (an identifier): "
+        "effects with the same name, in any arm, take one shared draw per parameter draw of the patient twin "
+        "and must give the same hazard_ratio and hazard_ratio_ci (default: the effect is its own parameter)")
     delay_months: float = Field(0.0, ge=0.0, description="delayed effect: hazard ratio 1 for this long after "
                                 "the start of treatment, hazard_ratio after")
     piecewise: list[EffectPiece] = Field([], description="hazard ratios on successive periods of treatment time "
@@ -112,7 +117,11 @@ class TrialHazardEffect(HazardEffect):
 
 
 class BiomarkerEffect(StrictModel):
-    """Shifts a biomarker (after baseline) and changes its slope."""
+    """Shifts a biomarker (after baseline) and changes its slope.
+
+    ``shift_ci`` makes the shift uncertain for the patient twin; effects naming the same
+    ``parameter`` share one draw.
+    """
 
     biomarker: str = Field(description="name of the disease model's biomarker")
     shift: float = Field(0.0, description="additive change after baseline, in the biomarker's unit",
@@ -122,6 +131,10 @@ class BiomarkerEffect(StrictModel):
     shift_ci: tuple[float, float] | None = Field(
         None, description="95% confidence interval of shift; the twin draws it from a normal centred on shift",
         json_schema_extra={"unit": "the biomarker's unit"})
+    parameter: str | None = Field(
+        None, pattern=_NAME, description="name of the uncertain parameter this shift is (an identifier): effects "
+        "with the same name, in any arm, take one shared draw per parameter draw of the patient twin and must "
+        "give the same shift and shift_ci (default: the effect is its own parameter)")
 
     @pydantic.field_validator("shift_ci", mode="before")
     @classmethod
@@ -135,6 +148,40 @@ class BiomarkerEffect(StrictModel):
         if ci is not None and not (ci[0] < ci[1] and ci[0] <= shift <= ci[1]):
             raise ValueError(f"must be [lower, upper] with lower < upper around shift {shift}, got {list(ci)}")
         return ci
+
+
+def _correlation_entry(value):
+    """A parameter correlation is written as [name_a, name_b, rho]."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 3):
+        raise ValueError(f"must be a list [name_a, name_b, rho], got {value!r}")
+    return value
+
+
+ParameterCorrelation = Annotated[tuple[str, str, float], pydantic.BeforeValidator(_correlation_entry)]
+
+
+def _parameter_value(effect) -> tuple[float, tuple[float, float] | None]:
+    """(point, interval) of an effect's parameter: the hazard ratio or the biomarker shift."""
+    if isinstance(effect, HazardEffect):
+        return effect.hazard_ratio, effect.hazard_ratio_ci
+    return effect.shift, effect.shift_ci
+
+
+def _show(value: tuple[float, tuple[float, float] | None]) -> str:
+    point, ci = value
+    return f"{point:g}" + (f" [{ci[0]:g}, {ci[1]:g}]" if ci is not None else " (no interval)")
+
+
+def parameter_correlation_matrix(names: list[str], correlations) -> Any:
+    """(Q, Q) correlation matrix of the parameters ``names`` from [name_a, name_b, rho] entries (others 0)."""
+    import numpy as np
+
+    index = {n: q for q, n in enumerate(names)}
+    out = np.eye(len(names))
+    for a, b, rho in correlations:
+        if a in index and b in index:
+            out[index[a], index[b]] = out[index[b], index[a]] = rho
+    return out
 
 
 def _interval_pair(value):
@@ -440,6 +487,11 @@ class TrialProtocol(StrictModel):
     looks: Looks | None = Field(None, description="interim analyses (group-sequential design)")
     sweep: dict[str, list[Any]] = Field(
         {}, description="design parameters to vary, {dotted.key.path: [values]}; each becomes a result dimension")
+    parameter_correlations: list[ParameterCorrelation] = Field(
+        [], description="correlations [name_a, name_b, rho] between the draws of named effect parameters (the "
+        "effects' parameter key; each with a confidence interval), on the log hazard ratio or shift scale; "
+        "|rho| < 1, pairs not listed are uncorrelated, and the correlation matrix must be positive definite; used "
+        "by the patient twin, ignored by trial simulation")
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> TrialProtocol:
@@ -496,6 +548,58 @@ class TrialProtocol(StrictModel):
         for key, values in self.sweep.items():
             if not key or not values:
                 raise ValueError(f"sweep: {key!r} needs a non-empty list of values")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _shared_parameters(self) -> TrialProtocol:
+        """Effects sharing a parameter agree; correlations name uncertain parameters and are positive definite."""
+        import numpy as np
+
+        first: dict[str, tuple[str, Any]] = {}  # parameter -> (key path of its first effect, the effect)
+        for i, arm in enumerate(self.arms):
+            for j, e in enumerate(arm.effects):
+                if getattr(e, "parameter", None) is None:
+                    continue
+                where = f"arms[{i}].effects[{j}]"
+                if e.parameter not in first:
+                    first[e.parameter] = (where, e)
+                    continue
+                other_where, other = first[e.parameter]
+                if isinstance(e, HazardEffect) != isinstance(other, HazardEffect):
+                    kinds = ["a hazard effect" if isinstance(x, HazardEffect) else "a biomarker effect"
+                             for x in (e, other)]
+                    raise ValueError(f"{where}.parameter: {e.parameter!r} is {kinds[1]} at {other_where} but "
+                                     f"{kinds[0]} here; effects sharing a parameter must be of one kind")
+                mine, theirs = _parameter_value(e), _parameter_value(other)
+                if mine != theirs:
+                    raise ValueError(f"{where}.parameter: effects sharing parameter {e.parameter!r} must give the "
+                                     f"same value and interval; {other_where} gives {_show(theirs)}, this one "
+                                     f"{_show(mine)}")
+        uncertain = [name for name, (_, e) in first.items() if _parameter_value(e)[1] is not None]
+        pairs: dict[frozenset, int] = {}
+        for k, (a, b, rho) in enumerate(self.parameter_correlations):
+            where = f"parameter_correlations[{k}]"
+            for name in (a, b):
+                if name not in first:
+                    raise ValueError(f"{where}: unknown parameter {name!r} (named by the effects' parameter key: "
+                                     f"{', '.join(first) or 'none'})")
+                if name not in uncertain:
+                    raise ValueError(f"{where}: parameter {name!r} has no confidence interval (hazard_ratio_ci or "
+                                     "shift_ci), so it is not drawn and cannot be correlated")
+            if a == b:
+                raise ValueError(f"{where}: correlates {a!r} with itself")
+            if not (math.isfinite(rho) and abs(rho) < 1.0):
+                raise ValueError(f"{where}: rho must be strictly between -1 and 1, got {rho}")
+            pair = frozenset((a, b))
+            if pair in pairs:
+                raise ValueError(f"{where}: the pair {a!r}, {b!r} is already given at "
+                                 f"parameter_correlations[{pairs[pair]}]")
+            pairs[pair] = k
+        if self.parameter_correlations:
+            names = sorted({n for a, b, _ in self.parameter_correlations for n in (a, b)})
+            if np.linalg.eigvalsh(parameter_correlation_matrix(names, self.parameter_correlations)).min() <= 1e-10:
+                raise ValueError(f"parameter_correlations: the correlation matrix of {', '.join(names)} is not "
+                                 "positive definite (the correlations contradict each other)")
         return self
 
     @property
@@ -624,6 +728,9 @@ def _cross_check(path: Path, spec: TrialProtocol, cohort, disease: DiseaseSpec) 
                         f"unknown biomarker {ep.biomarker!r} (disease has: {', '.join(sorted(biomarkers)) or 'none'})")
     elif ep.visit_month > spec.horizon_months:
         raise SpecError(file, "endpoint.visit_month", "is after the end of follow-up")
+    elif abs(ep.visit_month / disease.time_step_months - round(ep.visit_month / disease.time_step_months)) > 1e-9:
+        raise SpecError(file, "endpoint.visit_month", f"must be a whole number of the disease model's steps "
+                        f"({disease.time_step_months:g} months), got {ep.visit_month:g}")
     co = spec.conduct.crossover
     if co is not None and co.after_event not in events:
         raise SpecError(file, "conduct.crossover.after_event",
@@ -634,6 +741,22 @@ def _cross_check(path: Path, spec: TrialProtocol, cohort, disease: DiseaseSpec) 
         if col not in known:
             raise SpecError(str(disease.path), key,
                             f"cohort {spec.cohort} has no covariate {col!r} (has: {', '.join(sorted(known))})")
+    _check_start_states(spec, cohort, disease)
+
+
+def _check_start_states(spec: TrialProtocol, cohort, disease: DiseaseSpec) -> None:
+    """The levels of the cohort's start-state covariate are non-absorbing states of the disease model."""
+    if cohort.start is None:
+        return
+    states = [s.name for s in disease.states]
+    live = [s.name for s in disease.states if not s.absorbing]
+    name = cohort.start.state
+    for level in cohort.levels()[name]:
+        if level not in live:
+            why = "an absorbing state" if level in states else "not a state"
+            raise SpecError(cohort.source, "start.state",
+                            f"level {level!r} of {name!r} is {why} of disease {spec.disease} "
+                            f"(non-absorbing states: {', '.join(live)})")
 
 
 def _check_strata(file: str, spec: TrialProtocol, cohort) -> None:

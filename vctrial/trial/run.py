@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
-from vctrial.cohort import synthesize
+from vctrial.cohort import start_arrays, synthesize
 from vctrial.disease import biomarker, multistate
 from vctrial.spec.protocol import BiomarkerEffect, CutStratum, HazardEffect, Protocol
 from vctrial.trial import analysis, conduct, enrollment, nph, observation, randomization, sequential, sites
@@ -82,8 +82,11 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     age = cohort.column(bg.age) if bg else np.zeros((R, n))
     female = cohort.column(bg.female) if bg else np.zeros((R, n))
     switches = conduct.switching(protocol, (R, n), steps, seed, replicates)
+    markers = _markers(protocol, cohort, (R, n), seed, replicates)
+    start, months_in_state = start_arrays(protocol.cohort, cohort, list(model.state_names), model.initial_state)
     paths = multistate.simulate(model, rate, hazard_ratios(protocol, steps), age, female, steps, seed, replicates,
-                                switching=switches)
+                                switching=switches, markers=markers, start_state=start,
+                                start_months_in_state=months_in_state)
 
     counts = np.stack([((arm == a) & enrolled).sum(axis=1) for a in range(A)], axis=1)
     out["n_randomized"] = counts
@@ -102,6 +105,38 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     if spec.looks is not None:  # a trial stopped at an interim look randomizes no one after it
         out["n_randomized"] = out["n_enrolled"]
     return out
+
+
+def biomarker_effects(protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) shift and slope change per year of each arm on each biomarker of the disease model."""
+    names = [b.name for b in protocol.disease.biomarkers]
+    A = len(protocol.spec.arms)
+    shift, slope = np.zeros((A, len(names))), np.zeros((A, len(names)))
+    for a, arm_spec in enumerate(protocol.spec.arms):
+        for e in arm_spec.effects:
+            if isinstance(e, BiomarkerEffect):
+                shift[a, names.index(e.biomarker)] += e.shift
+                slope[a, names.index(e.biomarker)] += e.slope_change_per_year
+    return shift, slope
+
+
+def _record_steps(protocol: Protocol) -> np.ndarray:
+    """Steps at which biomarker values are kept: baseline and the endpoint's visit."""
+    ep = protocol.spec.endpoint
+    if ep.type == "time_to_event":
+        return np.zeros(0, np.int64)
+    return np.array([0, int(round(ep.visit_month / protocol.disease.time_step_months))], np.int64)
+
+
+def _markers(protocol: Protocol, cohort, shape, seed, replicates) -> multistate.Markers | None:
+    """Biomarker inputs when the disease has biomarkers that hazards, rules or the endpoint use."""
+    disease = protocol.disease
+    record = _record_steps(protocol)
+    if not disease.biomarkers or not (disease.has_biomarker_terms or record.size
+                                      or any(b.intensification for b in disease.biomarkers)):
+        return None
+    shift, slope = biomarker_effects(protocol)
+    return biomarker.marker_inputs(disease, cohort.column, shape, seed, replicates, shift, slope, record)
 
 
 @dataclass(frozen=True)
@@ -402,17 +437,12 @@ def _biomarker_change(trial: _Trial, cohort, seed, replicates):
     spec = protocol.spec
     ep = spec.endpoint
     arm, entry = trial.arm, trial.entry
-    marker = next(b for b in protocol.disease.biomarkers if b.name == ep.biomarker)
+    j = [b.name for b in protocol.disease.biomarkers].index(ep.biomarker)
     A = len(spec.arms)
-    shift, slope = np.zeros(A), np.zeros(A)
-    for a, arm_spec in enumerate(spec.arms):
-        for e in arm_spec.effects:
-            if isinstance(e, BiomarkerEffect) and e.biomarker == marker.name:
-                shift[a] += e.shift
-                slope[a] += e.slope_change_per_year
-    visits = np.array([0.0, ep.visit_month])
-    observed, true = biomarker.simulate_visits(marker, cohort.column, entry.shape, visits, shift, slope,
-                                               seed, replicates)
+    months = _record_steps(protocol) * protocol.disease.time_step_months
+    true_all = trial.paths.marker_true
+    observed = biomarker.observe(protocol.disease, true_all, months, seed, replicates)[:, :, :, j, :]
+    true = true_all[:, :, :, j, :]
     death = _assigned(trial.paths.death_time, arm)
     include = (trial.dropout > ep.visit_month) & (death > ep.visit_month) & trial.enrolled
     y0 = observed[:, :, 0, 0]  # baseline is measured before treatment: the same in every arm
