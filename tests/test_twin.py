@@ -135,11 +135,13 @@ def test_an_interval_on_a_time_varying_effect_is_refused(specs, tmp_path):
 
 
 def generator(spec, hr, age, female, month, bg):
-    """Per-month generator of the multi-state model at one step (rates, hazard ratios, life table)."""
+    """Per-month generator of the multi-state model at one step (rates at the mid-step age, hazard
+    ratios, life table)."""
     names = [s.name for s in spec.states]
     q = np.zeros((len(names), len(names)))
     for k, t in enumerate(spec.transitions):
-        lp = sum(e.coef * (covariate(e.covariate) - e.reference) for e in t.effects)
+        aged = lambda name: covariate(name) + ((month + 0.5) / 12 if name == spec.age_covariate else 0.0)  # noqa: E731
+        lp = sum(e.coef * (aged(e.covariate) - e.reference) for e in t.effects)
         q[names.index(t.from_), names.index(t.to)] += t.rate_per_year / 12 * math.exp(lp) * hr[k]
     if spec.background_mortality is not None:
         ia = min(int(age + month / 12), bg.shape[1] - 1)
@@ -358,7 +360,8 @@ def test_batch_risks_match_each_patients_exponential_risk(specs, tmp_path):
     risk = arrays["value_mean"][:, :, 0]  # (P, A) the single event
     for i, age in enumerate(ages):
         for a, h in enumerate((1.0, 0.7)):
-            p = 1 - math.exp(-0.2 * h * math.exp(0.05 * (age - 60)) * H)
+            # the patient ages: the cumulative hazard is Gompertz, λ e^(β(age−60)) (e^(βH) − 1) / β
+            p = 1 - math.exp(-0.2 * h * math.exp(0.05 * (age - 60)) * math.expm1(0.05 * H) / 0.05)
             assert abs(risk[i, a] - p) < 4 * math.sqrt(p * (1 - p) / n), (age, a)
 
 
@@ -436,15 +439,18 @@ def test_biomarker_random_effects_given_as_the_prior_reproduce_the_prior_draws()
     b = marker()
     R, n = 4, 50
     column = lambda name: np.zeros((R, n))  # noqa: E731
-    visits = np.array([0.0, 6.0, 12.0])
-    _, prior = bm.simulate_visits(b, column, (R, n), visits, np.zeros(1), np.zeros(1), 3, np.arange(R))
-    chol = np.broadcast_to(np.linalg.cholesky(twin.prior_covariance(b)), (n, 2, 2))
-    _, given = bm.simulate_visits(b, column, (R, n), visits, np.zeros(1), np.zeros(1), 3, np.arange(R),
-                                  random_effects=(np.zeros((n, 2)), chol))
+
+    def draw(random_effects=None):
+        m = bm.marker_inputs([b], column, (R, n), 3, np.arange(R), np.zeros((1, 1)), np.zeros((1, 1)),
+                             np.zeros(0, np.int64), random_effects=random_effects)
+        return np.stack([m.b0[..., 0], m.b1[..., 0]], axis=-1)
+
+    prior = draw()
+    chol = np.broadcast_to(np.linalg.cholesky(twin.prior_covariance(b)), (1, n, 2, 2))
+    given = draw((np.zeros((1, n, 2)), chol))
     np.testing.assert_allclose(given, prior, rtol=1e-12)
-    _, shifted = bm.simulate_visits(b, column, (R, n), visits, np.zeros(1), np.zeros(1), 3, np.arange(R),
-                                    random_effects=(np.tile([1.0, 0.5], (n, 1)), chol))
-    np.testing.assert_allclose(shifted - given, np.broadcast_to([1.0, 1.25, 1.5], shifted.shape), rtol=1e-9)
+    shifted = draw((np.tile([1.0, 0.5], (1, n, 1)), chol))
+    np.testing.assert_allclose(shifted - given, np.broadcast_to([1.0, 0.5], shifted.shape), rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------------- patient files

@@ -238,23 +238,30 @@ def posterior_random_effects(b: Biomarker, mean0: np.ndarray, patient: np.ndarra
     Args:
         mean0: (P,) population mean at time zero (see :func:`biomarker_mean`).
         patient, years, values: (J,) patient index, time in years (≤ 0 for history), measured value.
-    Patients without measurements keep the prior N(0, G). Vectorized over patients.
+    The design row of a measurement at t is (1, τ(t)) with τ the model's slope time scale (t, or
+    (1 − e^(−κt))/κ when slopes fade); the mean-reverting process W is treated as extra independent
+    noise (variance residual_sd² + process_sd²), an approximation that ignores its autocorrelation
+    and so widens the forecast a little. Patients without measurements keep the prior N(0, G).
+    Vectorized over patients.
     """
     G = prior_covariance(b)
     P = n_patients
     mean0 = np.broadcast_to(np.asarray(mean0, np.float64), (P,))
     patient = np.asarray(patient, np.int64)
     years = np.asarray(years, np.float64)
-    resid = np.asarray(values, np.float64) - mean0[patient] - b.slope_per_year * years
-    if patient.size and b.residual_sd <= 0:
+    kappa = 0.0 if b.slope_half_life_years is None else math.log(2.0) / b.slope_half_life_years
+    tau = years if kappa == 0.0 else -np.expm1(-kappa * years) / kappa
+    resid = np.asarray(values, np.float64) - mean0[patient] - b.slope_per_year * tau
+    noise_var = b.residual_sd**2 + b.process_sd**2
+    if patient.size and noise_var <= 0:
         raise ValueError(f"{b.name}: conditioning needs residual_sd > 0")
-    s2 = b.residual_sd**2 if b.residual_sd > 0 else 1.0
+    s2 = noise_var if noise_var > 0 else 1.0
     info = np.zeros((P, 2, 2))  # ZᵀZ / σ² per patient
     info[:, 0, 0] = np.bincount(patient, minlength=P) / s2
-    info[:, 0, 1] = info[:, 1, 0] = np.bincount(patient, years, minlength=P) / s2
-    info[:, 1, 1] = np.bincount(patient, years * years, minlength=P) / s2
+    info[:, 0, 1] = info[:, 1, 0] = np.bincount(patient, tau, minlength=P) / s2
+    info[:, 1, 1] = np.bincount(patient, tau * tau, minlength=P) / s2
     score = np.stack([np.bincount(patient, resid, minlength=P),
-                      np.bincount(patient, years * resid, minlength=P)], axis=1) / s2  # Zᵀr / σ²
+                      np.bincount(patient, tau * resid, minlength=P)], axis=1) / s2  # Zᵀr / σ²
     cov = G @ np.linalg.inv(np.eye(2) + info @ G)
     cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
     mean = np.einsum("pij,pj->pi", cov, score)
@@ -306,15 +313,25 @@ def _hazard_ratio_steps(plan: TwinPlan, hr: np.ndarray) -> np.ndarray:
     return np.repeat(hr[..., None], plan.n_steps, axis=3) * profile
 
 
-def _simulate(plan: TwinPlan, seed: int, draws: np.ndarray, patients: np.ndarray):
-    """Run the multi-state kernel for the given draws (replicates) and patients."""
+def _simulate(plan: TwinPlan, seed: int, draws: np.ndarray, patients: np.ndarray, record: bool = False):
+    """Run the disease kernel for the given draws (replicates) and patients; with ``record`` keep the
+    biomarkers' true values at every step."""
     hr, shift = sample_parameters(plan, seed, draws)
     D, n = draws.shape[0], patients.shape[0]
     rate = np.broadcast_to(plan.rate[patients][None], (D, n, plan.rate.shape[1]))
     age = np.broadcast_to(plan.age[patients][None], (D, n))
     female = np.broadcast_to(plan.female[patients][None], (D, n))
+    markers = None
+    if plan.biomarkers and (record or plan.model.has_links or plan.model.has_intensification):
+        column = lambda name: plan.covariates[name][None, patients]  # noqa: E731
+        steps = np.arange(plan.n_steps + 1) if record else np.zeros(0, np.int64)
+        slope = np.broadcast_to(plan.slope_change[None], shift.shape)
+        markers = bm.marker_inputs(plan.biomarkers, column, (D, n), seed, draws, shift, slope, steps,
+                                   patient_keys=np.zeros(n, np.int64),
+                                   random_effects=(plan.re_mean[:, patients], plan.re_chol[:, patients]))
     paths = ms.simulate(plan.model, rate, _hazard_ratio_steps(plan, hr), age, female, plan.n_steps, seed, draws,
-                        start_state=plan.start[patients], patient_keys=np.zeros(n, np.int64), track_time=True)
+                        start_state=plan.start[patients], patient_keys=np.zeros(n, np.int64), track_time=True,
+                        start_months_in_state=plan.start_months[patients], markers=markers)
     return paths, hr, shift
 
 
@@ -417,7 +434,7 @@ def option_varies(plan: TwinPlan) -> np.ndarray:
 def draws_chunk(plan: TwinPlan, seed: int, draws: np.ndarray) -> dict[str, np.ndarray]:
     """One patient (plan with P = 1), the given draws: per-draw paths, arrays lead with the draw axis."""
     draws = np.asarray(draws, np.int64)
-    paths, hr, shift = _simulate(plan, seed, draws, np.zeros(1, np.int64))
+    paths, hr, shift = _simulate(plan, seed, draws, np.zeros(1, np.int64), record=True)
     model = plan.model
     state = paths.occupancy.argmax(axis=3).astype(np.int8)  # (D, A, T+1): one patient per replicate
     first = paths.first_time[:, 0]  # (D, A, E)
@@ -433,16 +450,9 @@ def draws_chunk(plan: TwinPlan, seed: int, draws: np.ndarray) -> dict[str, np.nd
         "biomarker_shift": shift,
     }
     dead = model.absorbing[state]
-    years = grid / 12.0
-    D = draws.shape[0]
-    for j, b in enumerate(plan.biomarkers):
-        column = lambda name: np.broadcast_to(plan.covariates[name][None, :1], (D, 1))  # noqa: E731
-        _, true = bm.simulate_visits(b, column, (D, 1), grid, np.zeros(1), np.zeros(1), seed, draws,
-                                     random_effects=(plan.re_mean[j, :1], plan.re_chol[j, :1]))
-        base = true[:, 0, 0, :]  # (D, T+1), no treatment
-        treat = (shift[:, :, j, None] + plan.slope_change[None, :, j, None] * years) * (years > 0)
-        y = np.clip(base[:, None, :] + treat, -np.inf if b.min is None else b.min, np.inf if b.max is None else b.max)
-        out[f"biomarker_{b.name}"] = np.where(dead, np.nan, y).astype(np.float32)
+    if paths.marker_true is not None:
+        for j, b in enumerate(plan.biomarkers):  # true (noise-free) values of the patient alive
+            out[f"biomarker_{b.name}"] = np.where(dead, np.nan, paths.marker_true[:, 0, :, j, :]).astype(np.float32)
     return out
 
 

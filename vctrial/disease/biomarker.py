@@ -11,18 +11,20 @@ trajectory is the same in every arm but for what the treatment changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
 
 from vctrial import rng
 from vctrial.disease.multistate import Markers, linear_predictor
-from vctrial.spec.disease import DiseaseSpec
+from vctrial.spec.disease import Biomarker
 
 DAYS_PER_MONTH = 365.25 / 12.0
 
 
 def marker_inputs(
-    spec: DiseaseSpec,
+    biomarkers: Sequence[Biomarker],
     column,
     shape: tuple[int, int],
     seed: int,
@@ -33,7 +35,7 @@ def marker_inputs(
     patient_keys: np.ndarray | None = None,
     random_effects: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Markers:
-    """Kernel inputs for every biomarker of ``spec``.
+    """Kernel inputs for the disease model's ``biomarkers`` (in the model's order).
 
     Args:
         column: ``column(name)`` returns a covariate as an (R, n) array (or broadcastable to it).
@@ -45,14 +47,14 @@ def marker_inputs(
             given a patient's measured values; drawn from the same standard normals as the prior.
     """
     R, n = shape
-    B = len(spec.biomarkers)
+    B = len(biomarkers)
     keys = np.arange(n, dtype=np.int64) if patient_keys is None else np.asarray(patient_keys, np.int64)
     reps = np.asarray(replicates, np.int64)
     mean0 = np.zeros((R, n, B))
     b0 = np.zeros((R, n, B))
     b1 = np.zeros((R, n, B))
     n_keys = int(keys.max(initial=0)) + 1
-    for j, b in enumerate(spec.biomarkers):
+    for j, b in enumerate(biomarkers):
         lp = linear_predictor(b.effects, column)
         mean0[..., j] = b.intercept + (0.0 if lp is None else np.broadcast_to(lp, (R, n)))
         z = rng.normals(np.uint64(seed), np.uint64(rng.stream_id(f"biomarker:{b.name}:random_effects")), reps,
@@ -71,7 +73,7 @@ def marker_inputs(
                    record_steps=np.asarray(record_steps, np.int64))
 
 
-def observe(spec: DiseaseSpec, true: np.ndarray, months: np.ndarray, seed: int, replicates: np.ndarray,
+def observe(biomarkers: Sequence[Biomarker], true: np.ndarray, months: np.ndarray, seed: int, replicates: np.ndarray,
             patient_keys: np.ndarray | None = None) -> np.ndarray:
     """Measured values (R, n, A, B, V): true values plus the visit's measurement noise, clipped.
 
@@ -82,7 +84,7 @@ def observe(spec: DiseaseSpec, true: np.ndarray, months: np.ndarray, seed: int, 
     keys = np.arange(n, dtype=np.int64) if patient_keys is None else np.asarray(patient_keys, np.int64)
     days = np.rint(np.asarray(months, np.float64) * DAYS_PER_MONTH).astype(np.int64)
     out = np.empty_like(true)
-    for j, b in enumerate(spec.biomarkers):
+    for j, b in enumerate(biomarkers):
         noise = _noise(np.uint64(seed), np.uint64(rng.stream_id(f"biomarker:{b.name}:residual")),
                        np.asarray(replicates, np.int64), keys, days)  # (R, n, V)
         lo = -np.inf if b.min is None else b.min

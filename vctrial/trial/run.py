@@ -136,7 +136,7 @@ def _markers(protocol: Protocol, cohort, shape, seed, replicates) -> multistate.
                                       or any(b.intensification for b in disease.biomarkers)):
         return None
     shift, slope = biomarker_effects(protocol)
-    return biomarker.marker_inputs(disease, cohort.column, shape, seed, replicates, shift, slope, record)
+    return biomarker.marker_inputs(disease.biomarkers, cohort.column, shape, seed, replicates, shift, slope, record)
 
 
 @dataclass(frozen=True)
@@ -441,7 +441,7 @@ def _biomarker_change(trial: _Trial, cohort, seed, replicates):
     A = len(spec.arms)
     months = _record_steps(protocol) * protocol.disease.time_step_months
     true_all = trial.paths.marker_true
-    observed = biomarker.observe(protocol.disease, true_all, months, seed, replicates)[:, :, :, j, :]
+    observed = biomarker.observe(protocol.disease.biomarkers, true_all, months, seed, replicates)[:, :, :, j, :]
     true = true_all[:, :, :, j, :]
     death = _assigned(trial.paths.death_time, arm)
     include = (trial.dropout > ep.visit_month) & (death > ep.visit_month) & trial.enrolled
