@@ -372,7 +372,7 @@ def simulate(
     V = mk[5].shape[0]
     record = np.full(n_steps + 1, -1, np.int64)
     record[mk[5]] = np.arange(V)
-    first, death, occ, tis, count, true, added = _simulate_kernel(
+    first, death, occ, tis, count, true, added, overflow = _simulate_kernel(
         np.ascontiguousarray(rate, np.float64),
         np.ascontiguousarray(hr),
         np.ascontiguousarray(time_factor(model, n_steps)),
@@ -410,17 +410,24 @@ def simulate(
         model.link_slope,
         model.has_links and use_markers,
     )
+    if overflow:
+        raise ValueError(f"more than {MAX_EVENTS_PER_STEP} events of one patient fell in one step: use a smaller "
+                         f"time_step_months for this disease model")
     return Paths(first, death, occ, tis if track_time else None, count,
                  true if use_markers and V else None, added if use_markers else None)
 
 
+MAX_EVENTS_PER_STEP = 32
+"""Events one patient may have within one step (recurrent events at very high rates need smaller steps)."""
+
+
 @numba.njit(inline="always")
-def _hazards(hk, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, lk, out_ptr, out_idx, bg):
+def _hazards(hk, s, rate_i, tf, t, hrmat, ts, tis_mult, jint, lk, out_ptr, out_idx, bg):
     """Fill hk with the hazards leaving state s; returns their sum plus the background hazard."""
     h = bg
     for j in range(out_ptr[s], out_ptr[s + 1]):
         k = out_idx[j]
-        v = rate_i[k] * tf[k, t] * hr[b, k, ts] * tis_mult[k, jint] * lk[k]
+        v = rate_i[k] * tf[k, t] * hrmat[k, ts] * tis_mult[k, jint] * lk[k]
         hk[k] = v
         h += v
     return h
@@ -448,6 +455,55 @@ def _interval(u, bp, n_bp, s):
 
 
 @numba.njit(inline="always")
+def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hrmat, ts, lk, bg, hk, tis_mult, bp, n_bp,
+          out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, pk, ev_time, ev_id):
+    """Advance one patient across step t (months [t·dt, (t+1)·dt)), the one place where events happen.
+
+    The step is split at the time-in-state breakpoints of the current state; within a segment the
+    hazards are constant and the clock of cumulative hazard advances until it meets the threshold.
+    Events are written to ev_time / ev_id (months since time zero, event index), at most
+    MAX_EVENTS_PER_STEP of them; the returned count may exceed that, which the caller reports.
+    Returns (state, clock, threshold, events so far, entry time of the state, interval, events in the step).
+    """
+    now = t * dt
+    step_end = now + dt
+    m = 0
+    fallback_bg = to_state.shape[0] - 1
+    while True:  # segments between time-in-state breakpoints
+        nb = entered + bp[s, jint] if jint < n_bp[s] else np.inf
+        seg_end = min(step_end, nb)
+        h = _hazards(hk, s, rate_i, tf, t, hrmat, ts, tis_mult, jint, lk, out_ptr, out_idx, bg)
+        dead = False
+        while h > 0.0 and clock + h * (seg_end - now) >= threshold:
+            now += (threshold - clock) / h
+            v = rng.uniform(key_c, pk, n_ev) * h
+            ev = _choose(v, s, hk, out_ptr, out_idx, fallback_bg if has_bg else out_idx[out_ptr[s + 1] - 1])
+            if m < ev_time.shape[0]:
+                ev_time[m] = now
+                ev_id[m] = ev
+            m += 1
+            s = to_state[ev]
+            entered = now
+            jint = 0
+            n_ev += 1
+            clock = 0.0
+            threshold = -np.log(rng.uniform_open(key_e, pk, n_ev))
+            if absorbing[s]:
+                dead = True
+                break
+            nb = entered + bp[s, 0] if n_bp[s] > 0 else np.inf
+            seg_end = min(step_end, nb)
+            h = _hazards(hk, s, rate_i, tf, t, hrmat, ts, tis_mult, jint, lk, out_ptr, out_idx, bg)
+        if dead:
+            return s, 0.0, threshold, n_ev, entered, jint, m
+        clock += h * (seg_end - now)
+        now = seg_end
+        if seg_end >= step_end:
+            return s, clock, threshold, n_ev, entered, jint, m
+        jint += 1
+
+
+@numba.njit(inline="always")
 def _tau(t, kappa):
     """Time scale of the slope: t, or (1 − e^(−κt))/κ when slopes fade."""
     if kappa == 0.0:
@@ -461,6 +517,43 @@ def _marker_value(m, t_y, treated, mean0, b0, b1, w, n_add, shift, slope_ch, t_t
     if treated:
         v += shift + slope_ch * t_treat_y
     return v
+
+
+@numba.njit(inline="always")
+def _markers_step(t, dt, off, alive, B, mean0_i, b0_i, b1_i, shift_b, slope_b, w, n_add, vmid, smid, key_w, key_eps,
+                  pk, process, lk, link_value, link_ref, link_slope, has_links):
+    """Biomarkers at step t: the intensification rule at its visits, the mid-step values (vmid[:B])
+    and slopes (smid) that the hazards see through lk, the values at the start of the step
+    (vmid[B:2B], what a recorded visit shows) and the mean-reverting process's move to the next step."""
+    t_y = t * dt / 12.0
+    tt_y = (t - off) * dt / 12.0
+    half = dt / 24.0
+    days_per_month = 365.25 / 12.0
+    for m in range(B):
+        v0 = _marker_value(m, t_y, t > 0, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m], slope_b[m], tt_y,
+                           process)
+        every = int(process[m, 4])
+        if alive and every > 0 and t > 0 and t % every == 0 and n_add[m] < process[m, 8]:
+            day = np.int64(np.rint(t * dt * days_per_month))
+            obs = v0 + process[m, 9] * rng.normal(key_eps[m], pk, day)
+            obs = min(max(obs, process[m, 10]), process[m, 11])
+            if process[m, 5] * (obs - process[m, 6]) > 0.0:
+                n_add[m] += 1
+        kappa = process[m, 1]
+        fade = 1.0 if kappa == 0.0 else np.exp(-kappa * (t_y + half))
+        smid[m] = (process[m, 0] + b1_i[m]) * fade + slope_b[m]
+        vmid[m] = _marker_value(m, t_y + half, True, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m],
+                                slope_b[m], tt_y + half, process)
+        if process[m, 3] > 0.0:  # the mean-reverting process moves on to the next step
+            phi = process[m, 2]
+            w[m] = phi * w[m] + process[m, 3] * np.sqrt(1.0 - phi * phi) * rng.normal(key_w[m], pk, t + 1)
+        vmid[B + m] = v0
+    if has_links:
+        for k in range(lk.shape[0]):
+            x = 0.0
+            for m in range(B):
+                x += link_value[k, m] * (vmid[m] - link_ref[k, m]) + link_slope[k, m] * smid[m]
+            lk[k] = np.exp(x)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -483,9 +576,9 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
     # per work item partial counts; "entered" holds +1 at the step after absorption, summed later
     occ_part = np.zeros((R * blocks, A, n_steps + 1, S), np.int32)
     absorbed = np.zeros((R * blocks, A, n_steps + 2, S), np.int32)
+    overflow = np.zeros(R * blocks, np.int64)
     tis = np.zeros((R if track else 1, n if track else 1, A, S))
     max_age = bg_hazard.shape[1] - 1
-    days_per_month = 365.25 / 12.0
     for item in numba.prange(R * blocks):
         r = item // blocks
         lo = (item % blocks) * BLOCK
@@ -495,9 +588,11 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
         hr = hr_all[r % hr_all.shape[0]]
         hk = np.zeros(K)
         lk = np.ones(K)
+        ev_time = np.empty(MAX_EVENTS_PER_STEP)
+        ev_id = np.empty(MAX_EVENTS_PER_STEP, np.int64)
         w = np.zeros(max(B, 1))
         n_add = np.zeros(max(B, 1), np.int64)
-        vmid = np.zeros(max(B, 1))
+        vmid = np.zeros(2 * max(B, 1))
         smid = np.zeros(max(B, 1))
         key_w = np.zeros(max(B, 1), np.uint64)
         key_eps = np.zeros(max(B, 1), np.uint64)
@@ -534,94 +629,50 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                     if t >= sw and b == a:
                         b = tgt
                         off = sw
-                    if alive:
-                        occ_part[item, a, t, s] += 1
-                    # biomarkers: record, intensify, values for this step's hazards
                     if B > 0:
                         ra = r % shift_all.shape[0]
-                        t_y = t * dt / 12.0
-                        tt_y = (t - off) * dt / 12.0
-                        for m in range(B):
-                            v0 = _marker_value(m, t_y, t > 0, mean0[r, i, m], b0_all[r, i, m], b1_all[r, i, m], w[m],
-                                               n_add[m], shift_all[ra, b, m], slope_all[ra, b, m], tt_y, process)
-                            if V > 0 and record[t] >= 0:
-                                true[r, i, a, m, record[t]] = v0
-                            every = int(process[m, 4])
-                            if alive and every > 0 and t > 0 and t % every == 0 and n_add[m] < process[m, 8]:
-                                day = np.int64(np.rint(t * dt * days_per_month))
-                                obs = v0 + process[m, 9] * rng.normal(key_eps[m], pk, day)
-                                obs = min(max(obs, process[m, 10]), process[m, 11])
-                                if process[m, 5] * (obs - process[m, 6]) > 0.0:
-                                    n_add[m] += 1
-                            vmid[m] = _marker_value(m, t_y + dt / 24.0, True, mean0[r, i, m], b0_all[r, i, m],
-                                                    b1_all[r, i, m], w[m], n_add[m], shift_all[ra, b, m],
-                                                    slope_all[ra, b, m], tt_y + dt / 24.0, process)
-                            kappa = process[m, 1]
-                            fade = 1.0 if kappa == 0.0 else np.exp(-kappa * (t_y + dt / 24.0))
-                            smid[m] = (process[m, 0] + b1_all[r, i, m]) * fade + slope_all[ra, b, m]
-                        if has_links:
-                            for k in range(K):
-                                x = 0.0
-                                for m in range(B):
-                                    x += link_value[k, m] * (vmid[m] - link_ref[k, m]) + link_slope[k, m] * smid[m]
-                                lk[k] = np.exp(x)
-                        for m in range(B):  # the mean-reverting process moves on to the next step
-                            if process[m, 3] > 0.0:
-                                phi = process[m, 2]
-                                w[m] = phi * w[m] + process[m, 3] * np.sqrt(1.0 - phi * phi) * rng.normal(
-                                    key_w[m], pk, t + 1)
+                        _markers_step(t, dt, off, alive, B, mean0[r, i], b0_all[r, i], b1_all[r, i], shift_all[ra, b],
+                                      slope_all[ra, b], w, n_add, vmid, smid, key_w, key_eps, pk, process, lk,
+                                      link_value, link_ref, link_slope, has_links)
+                        if V > 0 and record[t] >= 0:
+                            for m in range(B):
+                                true[r, i, a, m, record[t]] = vmid[B + m]
                     if not alive:
                         t += 1
                         continue
+                    occ_part[item, a, t, s] += 1
                     bg = 0.0
                     if has_bg:
                         ia = int(age[r, i] + t * dt / 12.0)
                         bg = bg_hazard[sex, min(max(ia, 0), max_age)]
-                    now = t * dt
-                    step_end = now + dt
-                    dead = False
-                    while True:  # segments of the step between time-in-state breakpoints
-                        nb = entered + bp[s, jint] if jint < n_bp[s] else np.inf
-                        seg_end = min(step_end, nb)
-                        h = _hazards(hk, s, rate_i, tf, t, hr, b, t - off, tis_mult, jint, lk, out_ptr, out_idx, bg)
-                        while h > 0.0 and clock + h * (seg_end - now) >= threshold:
-                            now += (threshold - clock) / h
-                            v = rng.uniform(key_c, pk, n_ev) * h
-                            ev = _choose(v, s, hk, out_ptr, out_idx, E - 1 if has_bg else out_idx[out_ptr[s + 1] - 1])
-                            if first[r, i, a, ev] == np.inf:
-                                first[r, i, a, ev] = now
-                            count[r, i, a, ev] += 1
-                            if can_trig and b == a and ev == trig_ev[a]:
-                                cand = max(int(np.ceil((now + trig_delay[a]) / dt - 1e-9)), t + 1)
-                                if cand < sw:
-                                    sw = cand
-                                    tgt = trig_to[a]
-                                can_trig = False
-                            if track:
-                                tis[r, i, a, s] += now - max(entered, 0.0)
-                            s = to_state[ev]
-                            entered = now
-                            jint = 0
-                            n_ev += 1
-                            clock = 0.0
-                            threshold = -np.log(rng.uniform_open(key_e, pk, n_ev))
-                            if absorbing[s]:
-                                death[r, i, a] = now
-                                dead = True
-                                break
-                            nb = entered + bp[s, 0] if n_bp[s] > 0 else np.inf
-                            seg_end = min(step_end, nb)
-                            h = _hazards(hk, s, rate_i, tf, t, hr, b, t - off, tis_mult, jint, lk, out_ptr, out_idx,
-                                         bg)
-                        if dead:
-                            break
-                        clock += h * (seg_end - now)
-                        now = seg_end
-                        if seg_end >= step_end:
-                            break
-                        jint += 1
+                    s0 = s
+                    s, clock, threshold, n_ev, entered_new, jint, m_ev = _step(
+                        t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr[b], t - off, lk, bg, hk,
+                        tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, pk,
+                        ev_time, ev_id)
+                    if m_ev > MAX_EVENTS_PER_STEP:
+                        overflow[item] += 1
+                    prev = s0
+                    for q in range(min(m_ev, MAX_EVENTS_PER_STEP)):
+                        ev = ev_id[q]
+                        now = ev_time[q]
+                        if first[r, i, a, ev] == np.inf:
+                            first[r, i, a, ev] = now
+                        count[r, i, a, ev] += 1
+                        if can_trig and b == a and ev == trig_ev[a]:
+                            cand = max(int(np.ceil((now + trig_delay[a]) / dt - 1e-9)), t + 1)
+                            if cand < sw:
+                                sw = cand
+                                tgt = trig_to[a]
+                            can_trig = False
+                        if track:
+                            tis[r, i, a, prev] += now - max(entered, 0.0)
+                        entered = now
+                        prev = to_state[ev]
+                    entered = entered_new
                     t += 1
-                    if dead:
+                    if absorbing[s]:
+                        death[r, i, a] = entered
                         alive = False
                         absorbed[item, a, t, s] += 1
                         if V == 0:  # nothing left to record after death
@@ -638,7 +689,7 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                             w[m], n_add[m], shift_all[ra, b, m], slope_all[ra, b, m], (n_steps - off) * dt / 12.0,
                             process)
                 for m in range(B):
-                    added[r if use_mk else 0, i if use_mk else 0, a, m] = n_add[m]
+                    added[r, i, a, m] = n_add[m]
     occ = np.zeros((R, A, n_steps + 1, S), np.int32)
     for r in range(R):
         for b in range(blocks):
@@ -649,4 +700,4 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                     for t in range(n_steps + 1):
                         run += absorbed[item, a, t, s]
                         occ[r, a, t, s] += occ_part[item, a, t, s] + run
-    return first, death, occ, tis, count, true, added
+    return first, death, occ, tis, count, true, added, overflow.sum()
