@@ -174,15 +174,16 @@ def process_table(spec: DiseaseSpec) -> np.ndarray:
     return np.array(rows, np.float64).reshape(len(rows), len(PROCESS_COLUMNS))
 
 
-def time_factor(model: MultiStateModel, n_steps: int) -> np.ndarray:
+def time_factor(model: MultiStateModel, n_steps: int, ageing: bool = True) -> np.ndarray:
     """(K, n_steps) multiplier of each transition's baseline hazard in each step: the exact step
-    average of exp(g_k t) (ageing, drifts) times the exact step average of the time-on-study shape."""
+    average of exp(g_k t) (ageing, drifts; left out with ``ageing=False``) times the exact step
+    average of the time-on-study shape."""
     dt = model.step_months
     t0 = np.arange(n_steps) * dt
     t1 = t0 + dt
     out = np.ones((model.n_transitions, n_steps))
     for k in range(model.n_transitions):
-        g = model.log_slope[k] / 12.0  # per month
+        g = model.log_slope[k] / 12.0 if ageing else 0.0  # per month
         if g != 0.0:
             out[k] *= np.expm1(g * dt) / (g * dt) * np.exp(g * t0)
         shape = model.time_on_study[k]

@@ -1,21 +1,23 @@
-"""The chronic-disease engine: a population-specific multi-state kernel with ageing, births,
-per-person hazard multipliers set by interventions, and tallies by age group and region.
+"""The chronic-disease engine: the disease kernel's step function (:func:`vctrial.disease.multistate._step`)
+driven over a population with births, per-person hazard multipliers set by interventions, and
+tallies by age group and region.
 
-It is the exact cumulative-hazard scheme of :mod:`vctrial.disease.multistate` (same streams,
-same draws: person i's k-th event threshold is ``-log U(seed, "progression", replicate, i, k)``
-and its choice ``U(seed, "transition", replicate, i, k)``), stepped in calendar periods so that
-Mesa agents can act between them. Within a step hazards are constant; events inside a step are
-resolved exactly. Per step, for each person born by the start of the step and alive:
+Person i's k-th event threshold is ``-log U(seed, "progression", replicate, i, k)`` and its choice
+``U(seed, "transition", replicate, i, k)``, exactly as in trials and the twin, and the hazards are the
+same function of the same disease file: baseline rate at time-0 covariates × the step average of
+ageing and drifting covariates (when the scenario ages people) and of the time-on-study shape × the
+time-in-state multiplier × the person's intervention multiplier; plus the (cause-deleted)
+life-table hazard at the current age and sex. It is stepped in calendar periods so that Mesa agents
+can act between them. Per step, for each person born by the start of the step and alive:
 
-1. hazard of each transition out of the current state = baseline rate at time-0 covariates
-   × exp(β_age · t) (ageing of the covariate ``age``) × the person's intervention multiplier;
-   plus the life-table hazard at the current age and sex;
-2. advance the clock across the step, resolving events (time-to-event in continuous time);
-3. tally person-time, QALYs and costs (continuously discounted), events, deaths and the state at
+1. advance across the step with the shared step function (events in continuous time, the step
+   split at time-in-state breakpoints);
+2. tally person-time, QALYs and costs (continuously discounted), events, deaths and the state at
    the end of the step, in the person's (age group, region) cell at the start of the step.
 
 An intervention that changes a multiplier or moves someone between steps leaves their clock and
-threshold alone (memoryless hazards), so scenarios share every draw until they differ.
+threshold alone, so scenarios share every draw until they differ. Hazards that depend on a
+biomarker are not available in population runs yet (the scenario is refused when it loads).
 """
 
 from __future__ import annotations
@@ -61,10 +63,9 @@ def _group(age, edges, region, n_regions):
 
 
 @numba.njit(cache=True, parallel=True)
-def advance_kernel(state, clock, threshold, n_ev, base_rate, mult, age_factor, age0, female, birth,
-                   region, n_regions, edges, bg_hazard, has_bg, out_ptr, out_idx, to_state, absorbing,
-                   utility, state_cost, event_cost, delta, t0, n_steps, dt, seed, stream_e, stream_c,
-                   replicate):
+def advance_kernel(state, clock, threshold, n_ev, entered, jint, base_rate, mult, tf, age0, female, birth, region,
+                   n_regions, edges, bg_hazard, has_bg, out_ptr, out_idx, to_state, absorbing, bp, n_bp, tis_mult,
+                   utility, state_cost, event_cost, delta, t0, n_steps, dt, seed, stream_e, stream_c, replicate):
     """Advance everyone from step t0 to t0 + n_steps; returns per-step tallies (see module doc)."""
     n, K = base_rate.shape
     E = to_state.shape[0]
@@ -74,20 +75,25 @@ def advance_kernel(state, clock, threshold, n_ev, base_rate, mult, age_factor, a
     ev_part = np.zeros((blocks, n_steps, GR, E), np.int32)
     occ_part = np.zeros((blocks, n_steps, GR, S), np.int32)
     flow_part = np.zeros((blocks, n_steps, GR, 3))  # life-years, discounted QALYs, discounted costs
+    overflow = np.zeros(blocks, np.int64)
     max_age = bg_hazard.shape[1] - 1
     dt_y = dt / 12.0
     key_e = rng.stream_key(seed, stream_e, replicate)
     key_c = rng.stream_key(seed, stream_c, replicate)
-    rate_now = np.empty((blocks, K))
+    cap = multistate.MAX_EVENTS_PER_STEP
     for b in numba.prange(blocks):
         lo = b * BLOCK
         hi = min(lo + BLOCK, n)
-        rate_i = rate_now[b]
+        hk = np.zeros(K)
+        lk = np.ones(K)
+        ev_time = np.empty(cap)
+        ev_id = np.empty(cap, np.int64)
         for i in range(lo, hi):
             s = state[i]
             if absorbing[s]:
                 continue
             sex = 1 if female[i] == 1 else 0
+            hrmat = mult[i:i + 1].T  # (K, 1): the person's intervention multipliers
             for tt in range(n_steps):
                 t = t0 + tt
                 start = t * dt_y
@@ -95,62 +101,40 @@ def advance_kernel(state, clock, threshold, n_ev, base_rate, mult, age_factor, a
                     continue
                 age = age0[i] + start
                 gr = _group(age, edges, region[i], n_regions)
-                for k in range(K):
-                    rate_i[k] = base_rate[i, k] * age_factor[t, k] * mult[i, k]
                 bg = 0.0
                 if has_bg:
                     bg = bg_hazard[sex, min(max(int(age), 0), max_age)]
-                h = bg
-                for j in range(out_ptr[s], out_ptr[s + 1]):
-                    h += rate_i[out_idx[j]]
-                now = 0.0  # months into the step
-                dead = False
-                c = clock[i]
-                thr = threshold[i]
-                while h > 0.0 and c + h * (dt - now) >= thr:
-                    tau = (thr - c) / h
-                    a_y = start + now / 12.0
-                    now += tau
-                    b_y = start + now / 12.0
+                s0 = s
+                s, clock[i], threshold[i], n_ev[i], ent, jint[i], m = multistate._step(
+                    t, dt, s, clock[i], threshold[i], n_ev[i], entered[i], jint[i], base_rate[i], tf, hrmat, 0, lk, bg,
+                    hk, tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, i,
+                    ev_time, ev_id)
+                entered[i] = ent
+                if m > cap:
+                    overflow[b] += 1
+                prev = s0
+                a_y = start
+                for q in range(min(m, cap)):
+                    ev = ev_id[q]
+                    b_y = ev_time[q] / 12.0
                     w = _disc(a_y, b_y, delta)
                     flow_part[b, tt, gr, 0] += b_y - a_y
-                    flow_part[b, tt, gr, 1] += utility[s] * w
-                    flow_part[b, tt, gr, 2] += state_cost[s] * w
-                    v = rng.uniform(key_c, i, n_ev[i]) * h
-                    ev = E - 1 if has_bg else out_idx[out_ptr[s + 1] - 1]
-                    acc = 0.0
-                    for j in range(out_ptr[s], out_ptr[s + 1]):
-                        k = out_idx[j]
-                        acc += rate_i[k]
-                        if v < acc:
-                            ev = k
-                            break
+                    flow_part[b, tt, gr, 1] += utility[prev] * w
+                    flow_part[b, tt, gr, 2] += state_cost[prev] * w
                     ev_part[b, tt, gr, ev] += 1
                     flow_part[b, tt, gr, 2] += event_cost[ev] * np.exp(-delta * b_y)
-                    s = to_state[ev]
-                    n_ev[i] += 1
-                    c = 0.0
-                    thr = -np.log(rng.uniform_open(key_e, i, n_ev[i]))
-                    if absorbing[s]:
-                        dead = True
-                        break
-                    h = bg
-                    for j in range(out_ptr[s], out_ptr[s + 1]):
-                        h += rate_i[out_idx[j]]
-                threshold[i] = thr
-                if dead:
-                    clock[i] = 0.0
+                    prev = to_state[ev]
+                    a_y = b_y
+                if absorbing[s]:
                     break
-                a_y = start + now / 12.0
                 b_y = start + dt_y
                 w = _disc(a_y, b_y, delta)
                 flow_part[b, tt, gr, 0] += b_y - a_y
                 flow_part[b, tt, gr, 1] += utility[s] * w
                 flow_part[b, tt, gr, 2] += state_cost[s] * w
-                clock[i] = c + h * (dt - now)
                 occ_part[b, tt, gr, s] += 1
             state[i] = s
-    return ev_part.sum(axis=0), occ_part.sum(axis=0), flow_part.sum(axis=0)
+    return ev_part.sum(axis=0), occ_part.sum(axis=0), flow_part.sum(axis=0), overflow.sum()
 
 
 class ChronicEngine:
@@ -176,16 +160,14 @@ class ChronicEngine:
         cols = {k: v[None, :] for k, v in people.columns.items()}
         self.base_rate = np.ascontiguousarray(multistate.patient_rates(disease, cols.__getitem__, (1, n))[0])
         K = self.base_rate.shape[1]
-        beta = np.zeros(K)
-        if spec.demography.ageing:
-            for k, t in enumerate(disease.transitions):
-                beta[k] = sum(e.coef for e in t.effects if e.covariate == spec.population.age_covariate)
-        times = np.arange(self.n_steps) * self.step_years
-        self.age_factor = np.ascontiguousarray(np.exp(np.outer(times, beta)))
+        self.time_factor = np.ascontiguousarray(
+            multistate.time_factor(self.model, self.n_steps, ageing=spec.demography.ageing))
         self.mult = np.ones((n, K))
         self.state = np.full(n, self.model.initial_state, np.int8)
         self.clock = np.zeros(n)
-        self.n_ev = np.zeros(n, np.int32)
+        self.n_ev = np.zeros(n, np.int64)
+        self.entered = np.maximum(np.asarray(people.birth_year, np.float64), 0.0) * 12.0  # months since time zero
+        self.jint = np.zeros(n, np.int64)
         self.seed = np.uint64(seed)
         self.replicate = int(replicate)
         self.stream_e = np.uint64(rng.stream_id("progression"))
@@ -241,11 +223,15 @@ class ChronicEngine:
             return
         m = self.model
         p = self.people
-        ev, occ, flow = advance_kernel(
-            self.state, self.clock, self.threshold, self.n_ev, self.base_rate, self.mult, self.age_factor,
-            p.age0, p.female, p.birth_year, p.region, self.n_regions, self.edges, self.bg, self.has_bg,
-            m.out_ptr, m.out_idx, m.to_state, m.absorbing, self.utility, self.state_cost, self.event_cost,
-            self.delta, self.t, n_steps, self.dt_months, self.seed, self.stream_e, self.stream_c, self.replicate)
+        ev, occ, flow, overflow = advance_kernel(
+            self.state, self.clock, self.threshold, self.n_ev, self.entered, self.jint, self.base_rate, self.mult,
+            self.time_factor, p.age0, p.female, p.birth_year, p.region, self.n_regions, self.edges, self.bg,
+            self.has_bg, m.out_ptr, m.out_idx, m.to_state, m.absorbing, m.breakpoints, m.n_breakpoints, m.tis_mult,
+            self.utility, self.state_cost, self.event_cost, self.delta, self.t, n_steps, self.dt_months, self.seed,
+            self.stream_e, self.stream_c, self.replicate)
+        if overflow:
+            raise ValueError(f"more than {multistate.MAX_EVENTS_PER_STEP} events of one person fell in one step: "
+                             f"use a smaller time_step_months for this disease model")
         self.events[self.t:self.t + n_steps] += ev
         self.occupancy[self.t:self.t + n_steps] += occ
         self.flows[self.t:self.t + n_steps] += flow

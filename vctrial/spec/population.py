@@ -483,6 +483,9 @@ def load_population(path: str | Path) -> PopulationScenario:
     if spec.disease is not None:
         target = _resolve(path, "disease", spec.disease)
         disease = load_disease(target)
+        if disease.has_biomarker_terms or any(b.intensification for b in disease.biomarkers):
+            raise SpecError(str(path), "disease", f"{spec.disease}: hazards that depend on biomarkers and "
+                            "intensification rules are not available in population runs yet")
         referenced.append(target)
     scenario_interventions = [_scenario_interventions(file, spec, i, s) for i, s in enumerate(spec.scenarios)]
     hazard_ratios: dict[str, dict[str, float]] = {}
