@@ -81,6 +81,42 @@ def test_population_kernel_reproduces_the_trial_kernel_draw_for_draw(tmp_path):
     assert np.array_equal(got, expected)
 
 
+def test_population_and_trial_paths_agree_with_every_time_varying_part(tmp_path):
+    """Ageing, time in state, a recurrent event, a Weibull time-on-study shape and the cause-deleted
+    life table: the population engine and the trial kernel give every person the same life."""
+    disease = {
+        "kind": "disease", "name": "time-varying", "time_step_months": 1, "initial_state": "well",
+        "states": [{"name": "well"}, {"name": "ill"}, {"name": "dead", "absorbing": True}],
+        "transitions": [
+            {"name": "onset", "from": "well", "to": "ill", "rate_per_year": 0.3,
+             "effects": [{"covariate": "age", "coef": 0.04, "reference": 60}],
+             "time_on_study": {"weibull_shape": 1.3}},
+            {"name": "relapse", "from": "ill", "to": "ill", "rate_per_year": 0.8,
+             "time_in_state": [{"until_month": 1.5, "multiplier": 4.0}]},
+            {"name": "recovery", "from": "ill", "to": "well", "rate_per_year": 0.5},
+            {"name": "death_ill", "from": "ill", "to": "dead", "rate_per_year": 0.4,
+             "time_in_state": [{"until_month": 0.5, "multiplier": 8.0}, {"until_month": 6, "multiplier": 2.0}]},
+        ],
+        "background_mortality": {"to": "dead", "remove_causes": ["cardiovascular"], "multiplier": 0.7},
+    }
+    path = chronic_files(tmp_path, disease=disease, population={"size": 3000, "age_min": 40, "age_max": 90},
+                         demography={"ageing": True, "background_mortality": True})
+    world = load_population(path)
+    people = build_people(world, 5, 3)
+    engine = ChronicEngine(world, people, 5, 3)
+    engine.advance(engine.n_steps)
+    spec = DiseaseSpec.model_validate(disease)
+    model = multistate.compile_model(spec)
+    rate = multistate.patient_rates(spec, lambda name: people.columns[name][None], (1, people.n))
+    hr = np.ones((1, 4, engine.n_steps))
+    paths = multistate.simulate(model, rate, hr, people.age0[None], people.female[None], engine.n_steps, 5,
+                                np.array([3]))
+    assert np.array_equal(np.bincount(engine.state, minlength=3), paths.occupancy[0, 0, -1])
+    assert np.array_equal(engine.n_ev, paths.event_count[0, :, 0].sum(axis=1))
+    assert np.array_equal(engine.events.sum(axis=(0, 1)), paths.event_count[0, :, 0].sum(axis=0))
+    assert paths.event_count[0, :, 0, 1].max() > 1  # relapses recur
+
+
 def test_same_seed_gives_bit_identical_results_however_replicates_are_chunked(tmp_path):
     world = load_population(chronic_files(tmp_path, population={"size": 2000, "age_min": 40, "age_max": 80}))
     together = simulate_chunk(world, 3, np.array([0, 1]))
