@@ -373,10 +373,11 @@ def simulate(
     V = mk[5].shape[0]
     record = np.full(n_steps + 1, -1, np.int64)
     record[mk[5]] = np.arange(V)
+    tf = time_factor(model, n_steps)
     first, death, occ, tis, count, true, added, overflow = _simulate_kernel(
         np.ascontiguousarray(rate, np.float64),
         np.ascontiguousarray(hr),
-        np.ascontiguousarray(time_factor(model, n_steps)),
+        np.ascontiguousarray(tf) if (tf != 1.0).any() else np.zeros((0, 0)),
         np.ascontiguousarray(age, np.float64),
         np.ascontiguousarray(female, np.int64),
         model.bg_hazard,
@@ -406,10 +407,12 @@ def simulate(
         V,
         process,
         streams,
+        marker_time_table(model, n_steps),
         model.link_value,
         model.link_reference,
         model.link_slope,
-        model.has_links and use_markers,
+        (model.link_value != 0).any(axis=1) | (model.link_slope != 0).any(axis=1) if use_markers
+        else np.zeros(K, np.bool_),
     )
     if overflow:
         raise ValueError(f"more than {MAX_EVENTS_PER_STEP} events of one patient fell in one step: use a smaller "
@@ -423,24 +426,38 @@ MAX_EVENTS_PER_STEP = 32
 
 
 @numba.njit(inline="always")
-def _hazards(hk, s, rate_i, tf, t, hrmat, ts, tis_mult, jint, lk, out_ptr, out_idx, bg):
-    """Fill hk with the hazards leaving state s; returns their sum plus the background hazard."""
+def _hazard(k, rate_i, tf, t, hr, b, ts, tis_mult, jint, lk):
+    """Hazard of transition k (per month) in step t, treatment row b at treatment step ts. The
+    optional factors are skipped when absent (tf, lk of size 0; jint < 0 without breakpoints)."""
+    v = rate_i[k] * hr[b, k, ts]
+    if tf.shape[0] > 0:
+        v *= tf[k, t]
+    if jint >= 0:
+        v *= tis_mult[k, jint]
+    if lk.shape[0] > 0:
+        v *= lk[k]
+    return v
+
+
+@numba.njit(inline="always")
+def _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, bg):
+    """Sum of the hazards leaving state s plus the background hazard."""
     h = bg
+    jj = jint if n_bp[s] > 0 else -1
     for j in range(out_ptr[s], out_ptr[s + 1]):
-        k = out_idx[j]
-        v = rate_i[k] * tf[k, t] * hrmat[k, ts] * tis_mult[k, jint] * lk[k]
-        hk[k] = v
-        h += v
+        h += _hazard(out_idx[j], rate_i, tf, t, hr, b, ts, tis_mult, jj, lk)
     return h
 
 
 @numba.njit(inline="always")
-def _choose(v, s, hk, out_ptr, out_idx, fallback):
-    """The event whose share of [0, h) holds v, in a fixed order (background last)."""
+def _choose(v, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, fallback):
+    """The event whose share of [0, h) holds v, in a fixed order (background last); the hazards are
+    recomputed by the same expression as in _total, so the partition is exactly the sum's."""
     acc = 0.0
+    jj = jint if n_bp[s] > 0 else -1
     for j in range(out_ptr[s], out_ptr[s + 1]):
         k = out_idx[j]
-        acc += hk[k]
+        acc += _hazard(k, rate_i, tf, t, hr, b, ts, tis_mult, jj, lk)
         if v < acc:
             return k
     return fallback
@@ -456,15 +473,16 @@ def _interval(u, bp, n_bp, s):
 
 
 @numba.njit(inline="always")
-def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hrmat, ts, lk, bg, hk, tis_mult, bp, n_bp,
+def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, ts, lk, bg, tis_mult, bp, n_bp,
           out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, pk, ev_time, ev_id):
     """Advance one patient across step t (months [t·dt, (t+1)·dt)), the one place where events happen.
 
-    The step is split at the time-in-state breakpoints of the current state; within a segment the
-    hazards are constant and the clock of cumulative hazard advances until it meets the threshold.
-    Events are written to ev_time / ev_id (months since time zero, event index), at most
-    MAX_EVENTS_PER_STEP of them; the returned count may exceed that, which the caller reports.
-    Returns (state, clock, threshold, events so far, entry time of the state, interval, events in the step).
+    ``hr[b, k, ts]`` is the treatment (or intervention) multiplier of transition k. The step is split
+    at the time-in-state breakpoints of the current state; within a segment the hazards are constant
+    and the clock of cumulative hazard advances until it meets the threshold. Events are written to
+    ev_time / ev_id (months since time zero, event index), at most MAX_EVENTS_PER_STEP of them; the
+    returned count may exceed that, which the caller reports. Returns (state, clock, threshold,
+    events so far, entry time of the state, interval, events in the step).
     """
     now = t * dt
     step_end = now + dt
@@ -473,12 +491,13 @@ def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hrmat, ts
     while True:  # segments between time-in-state breakpoints
         nb = entered + bp[s, jint] if jint < n_bp[s] else np.inf
         seg_end = min(step_end, nb)
-        h = _hazards(hk, s, rate_i, tf, t, hrmat, ts, tis_mult, jint, lk, out_ptr, out_idx, bg)
+        h = _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, bg)
         dead = False
         while h > 0.0 and clock + h * (seg_end - now) >= threshold:
             now += (threshold - clock) / h
             v = rng.uniform(key_c, pk, n_ev) * h
-            ev = _choose(v, s, hk, out_ptr, out_idx, fallback_bg if has_bg else out_idx[out_ptr[s + 1] - 1])
+            ev = _choose(v, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx,
+                         fallback_bg if has_bg else out_idx[out_ptr[s + 1] - 1])
             if m < ev_time.shape[0]:
                 ev_time[m] = now
                 ev_id[m] = ev
@@ -494,7 +513,7 @@ def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hrmat, ts
                 break
             nb = entered + bp[s, 0] if n_bp[s] > 0 else np.inf
             seg_end = min(step_end, nb)
-            h = _hazards(hk, s, rate_i, tf, t, hrmat, ts, tis_mult, jint, lk, out_ptr, out_idx, bg)
+            h = _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, bg)
         if dead:
             return s, 0.0, threshold, n_ev, entered, jint, m
         clock += h * (seg_end - now)
@@ -504,17 +523,26 @@ def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hrmat, ts
         jint += 1
 
 
-@numba.njit(inline="always")
-def _tau(t, kappa):
-    """Time scale of the slope: t, or (1 − e^(−κt))/κ when slopes fade."""
-    if kappa == 0.0:
-        return t
-    return -np.expm1(-kappa * t) / kappa
+def marker_time_table(model: MultiStateModel, n_steps: int) -> np.ndarray:
+    """(B, n_steps + 1, 3) per biomarker and step: τ at the start of the step, τ at its middle, and the
+    fading factor e^(−κ t) of the slope at its middle (patient-independent, so computed once)."""
+    B = len(model.marker_names)
+    t = np.arange(n_steps + 1) * model.step_months / 12.0
+    mid = t + model.step_months / 24.0
+    out = np.empty((max(B, 1), n_steps + 1, 3))
+    out[:] = np.stack([t, mid, np.ones_like(t)], axis=-1)
+    for m in range(B):
+        kappa = model.process[m, 1]
+        if kappa > 0.0:
+            out[m, :, 0] = -np.expm1(-kappa * t) / kappa
+            out[m, :, 1] = -np.expm1(-kappa * mid) / kappa
+            out[m, :, 2] = np.exp(-kappa * mid)
+    return out
 
 
 @numba.njit(inline="always")
-def _marker_value(m, t_y, treated, mean0, b0, b1, w, n_add, shift, slope_ch, t_treat_y, process):
-    v = mean0 + b0 + (process[m, 0] + b1) * _tau(t_y, process[m, 1]) + w + n_add * process[m, 7]
+def _marker_value(m, tau, treated, mean0, b0, b1, w, n_add, shift, slope_ch, t_treat_y, process):
+    v = mean0 + b0 + (process[m, 0] + b1) * tau + w + n_add * process[m, 7]
     if treated:
         v += shift + slope_ch * t_treat_y
     return v
@@ -522,17 +550,16 @@ def _marker_value(m, t_y, treated, mean0, b0, b1, w, n_add, shift, slope_ch, t_t
 
 @numba.njit(inline="always")
 def _markers_step(t, dt, off, alive, B, mean0_i, b0_i, b1_i, shift_b, slope_b, w, n_add, vmid, smid, key_w, key_eps,
-                  pk, process, lk, link_value, link_ref, link_slope, has_links):
+                  pk, process, mtab, lk, link_value, link_ref, link_slope, linked):
     """Biomarkers at step t: the intensification rule at its visits, the mid-step values (vmid[:B])
     and slopes (smid) that the hazards see through lk, the values at the start of the step
     (vmid[B:2B], what a recorded visit shows) and the mean-reverting process's move to the next step."""
-    t_y = t * dt / 12.0
     tt_y = (t - off) * dt / 12.0
     half = dt / 24.0
     days_per_month = 365.25 / 12.0
     for m in range(B):
-        v0 = _marker_value(m, t_y, t > 0, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m], slope_b[m], tt_y,
-                           process)
+        v0 = _marker_value(m, mtab[m, t, 0], t > 0, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m],
+                           slope_b[m], tt_y, process)
         every = int(process[m, 4])
         if alive and every > 0 and t > 0 and t % every == 0 and n_add[m] < process[m, 8]:
             day = np.int64(np.rint(t * dt * days_per_month))
@@ -540,17 +567,15 @@ def _markers_step(t, dt, off, alive, B, mean0_i, b0_i, b1_i, shift_b, slope_b, w
             obs = min(max(obs, process[m, 10]), process[m, 11])
             if process[m, 5] * (obs - process[m, 6]) > 0.0:
                 n_add[m] += 1
-        kappa = process[m, 1]
-        fade = 1.0 if kappa == 0.0 else np.exp(-kappa * (t_y + half))
-        smid[m] = (process[m, 0] + b1_i[m]) * fade + slope_b[m]
-        vmid[m] = _marker_value(m, t_y + half, True, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m],
+        smid[m] = (process[m, 0] + b1_i[m]) * mtab[m, t, 2] + slope_b[m]
+        vmid[m] = _marker_value(m, mtab[m, t, 1], True, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m],
                                 slope_b[m], tt_y + half, process)
+        vmid[B + m] = v0
         if process[m, 3] > 0.0:  # the mean-reverting process moves on to the next step
             phi = process[m, 2]
             w[m] = phi * w[m] + process[m, 3] * np.sqrt(1.0 - phi * phi) * rng.normal(key_w[m], pk, t + 1)
-        vmid[B + m] = v0
-    if has_links:
-        for k in range(lk.shape[0]):
+    for k in range(lk.shape[0]):
+        if linked[k]:
             x = 0.0
             for m in range(B):
                 x += link_value[k, m] * (vmid[m] - link_ref[k, m]) + link_slope[k, m] * smid[m]
@@ -561,8 +586,8 @@ def _markers_step(t, dt, off, alive, B, mean0_i, b0_i, b1_i, shift_b, slope_b, w
 def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, out_idx, to_state, absorbing,
                      bp, n_bp, tis_mult, start, start_u, pkeys, track, dt, n_steps, seed, stream_e, stream_c,
                      replicates, has_sw, sw_step, sw_to, trig_ev, trig_to, trig_delay, trig_ok,
-                     use_mk, mean0, b0_all, b1_all, shift_all, slope_all, record, V, process, streams,
-                     link_value, link_ref, link_slope, has_links):
+                     use_mk, mean0, b0_all, b1_all, shift_all, slope_all, record, V, process, streams, mtab,
+                     link_value, link_ref, link_slope, linked):
     R, n, K = rate.shape
     A = hr_all.shape[1]
     E = to_state.shape[0]
@@ -587,8 +612,10 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
         key_e = rng.stream_key(seed, stream_e, replicates[r])
         key_c = rng.stream_key(seed, stream_c, replicates[r])
         hr = hr_all[r % hr_all.shape[0]]
-        hk = np.zeros(K)
-        lk = np.ones(K)
+        any_link = False
+        for k in range(K):
+            any_link = any_link or linked[k]
+        lk = np.ones(K if any_link else 0)
         ev_time = np.empty(MAX_EVENTS_PER_STEP)
         ev_id = np.empty(MAX_EVENTS_PER_STEP, np.int64)
         w = np.zeros(max(B, 1))
@@ -633,8 +660,8 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                     if B > 0:
                         ra = r % shift_all.shape[0]
                         _markers_step(t, dt, off, alive, B, mean0[r, i], b0_all[r, i], b1_all[r, i], shift_all[ra, b],
-                                      slope_all[ra, b], w, n_add, vmid, smid, key_w, key_eps, pk, process, lk,
-                                      link_value, link_ref, link_slope, has_links)
+                                      slope_all[ra, b], w, n_add, vmid, smid, key_w, key_eps, pk, process, mtab, lk,
+                                      link_value, link_ref, link_slope, linked)
                         if V > 0 and record[t] >= 0:
                             for m in range(B):
                                 true[r, i, a, m, record[t]] = vmid[B + m]
@@ -648,7 +675,7 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                         bg = bg_hazard[sex, min(max(ia, 0), max_age)]
                     s0 = s
                     s, clock, threshold, n_ev, entered_new, jint, m_ev = _step(
-                        t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr[b], t - off, lk, bg, hk,
+                        t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, t - off, lk, bg,
                         tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, pk,
                         ev_time, ev_id)
                     if m_ev > MAX_EVENTS_PER_STEP:
@@ -686,7 +713,7 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                     ra = r % shift_all.shape[0]
                     for m in range(B):
                         true[r, i, a, m, record[n_steps]] = _marker_value(
-                            m, n_steps * dt / 12.0, n_steps > 0, mean0[r, i, m], b0_all[r, i, m], b1_all[r, i, m],
+                            m, mtab[m, n_steps, 0], n_steps > 0, mean0[r, i, m], b0_all[r, i, m], b1_all[r, i, m],
                             w[m], n_add[m], shift_all[ra, b, m], slope_all[ra, b, m], (n_steps - off) * dt / 12.0,
                             process)
                 for m in range(B):

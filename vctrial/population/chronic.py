@@ -81,11 +81,11 @@ def advance_kernel(state, clock, threshold, n_ev, entered, jint, base_rate, mult
     key_e = rng.stream_key(seed, stream_e, replicate)
     key_c = rng.stream_key(seed, stream_c, replicate)
     cap = multistate.MAX_EVENTS_PER_STEP
+    mult3 = mult.reshape(n, K, 1)  # person i's intervention multipliers as the step function's hr[i, k, 0]
     for b in numba.prange(blocks):
         lo = b * BLOCK
         hi = min(lo + BLOCK, n)
-        hk = np.zeros(K)
-        lk = np.ones(K)
+        lk = np.ones(0)  # no biomarker terms in population runs
         ev_time = np.empty(cap)
         ev_id = np.empty(cap, np.int64)
         for i in range(lo, hi):
@@ -93,7 +93,6 @@ def advance_kernel(state, clock, threshold, n_ev, entered, jint, base_rate, mult
             if absorbing[s]:
                 continue
             sex = 1 if female[i] == 1 else 0
-            hrmat = mult[i:i + 1].T  # (K, 1): the person's intervention multipliers
             for tt in range(n_steps):
                 t = t0 + tt
                 start = t * dt_y
@@ -106,8 +105,8 @@ def advance_kernel(state, clock, threshold, n_ev, entered, jint, base_rate, mult
                     bg = bg_hazard[sex, min(max(int(age), 0), max_age)]
                 s0 = s
                 s, clock[i], threshold[i], n_ev[i], ent, jint[i], m = multistate._step(
-                    t, dt, s, clock[i], threshold[i], n_ev[i], entered[i], jint[i], base_rate[i], tf, hrmat, 0, lk, bg,
-                    hk, tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, i,
+                    t, dt, s, clock[i], threshold[i], n_ev[i], entered[i], jint[i], base_rate[i], tf, mult3, i, 0, lk,
+                    bg, tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, i,
                     ev_time, ev_id)
                 entered[i] = ent
                 if m > cap:
