@@ -605,6 +605,7 @@ def build_dataset(protocol: Protocol, patients: Patients, plan: TwinPlan, arrays
         "patient_covariates": json.dumps(covs),
         "patient_history": json.dumps(history),
         "start_state": model.state_names[int(patients.start_state[0])],
+        "start_months_in_state": float(patients.start_months[0]),
     })
     ds.attrs.update(_provenance(protocol, seed, plan, horizon_years))
     return ds
@@ -633,6 +634,9 @@ def build_batch_dataset(protocol: Protocol, patients: Patients, plan: TwinPlan, 
         "outcome": [names[i][0] for i in risk],
         "statistic": list(STATISTICS),
         "start_state": ("patient", np.array(plan.model.state_names, dtype=object)[patients.start_state].astype(str)),
+        "start_months_in_state": ("patient", np.asarray(patients.start_months, np.float64),
+                                  {"long_name": "months already spent in the starting state at time zero",
+                                   "units": "months"}),
     }
     for name, values in patients.columns.items():
         if name in patients.levels:
@@ -742,7 +746,9 @@ def format_twin(ds: xr.Dataset) -> str:
     lines = [
         f"patient {ds.attrs['patient']} ({ds.attrs['patient_id_policy']})",
         f"options: {', '.join(options)} ({ds.attrs['protocol_name']}); horizon {years:g} years; "
-        f"starting state {ds.attrs['start_state']}",
+        f"starting state {ds.attrs['start_state']}"
+        + (f" (entered {ds.attrs['start_months_in_state']:.1f} months ago)"
+           if ds.attrs.get("start_months_in_state", 0.0) > 0 else ""),
         f"draws: {ds.attrs['draws']} per option = {M} parameter draws x {ds.attrs['chance_draws_per_parameter_draw']} "
         f"chance draws, common random numbers across options; seed {ds.attrs['seed']}",
     ]

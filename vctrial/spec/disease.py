@@ -272,6 +272,13 @@ class DiseaseSpec(StrictModel):
                 if term.biomarker not in {b.name for b in self.biomarkers}:
                     raise ValueError(f"transitions[{i}].biomarkers[{j}].biomarker: unknown biomarker "
                                      f"{term.biomarker!r} (biomarkers: {', '.join(b.name for b in self.biomarkers) or 'none'})")
+        for i, b in enumerate(self.biomarkers):
+            rule = b.intensification
+            if rule is not None:
+                steps = rule.every_months / self.time_step_months
+                if abs(steps - round(steps)) > 1e-9:
+                    raise ValueError(f"biomarkers[{i}].intensification.every_months: must be a whole number of "
+                                     f"steps ({self.time_step_months:g} months), got {rule.every_months:g}")
         drifting = [d.covariate for d in self.covariate_drift]
         _unique(drifting, "covariate_drift")
         if self.age_covariate is not None and self.age_covariate in drifting:
