@@ -374,6 +374,9 @@ def simulate(
     record = np.full(n_steps + 1, -1, np.int64)
     record[mk[5]] = np.arange(V)
     tf = time_factor(model, n_steps)
+    if switching is None and (tf != 1.0).any():  # time on treatment is time on study: fold the two
+        hr = hr[..., :n_steps] * tf
+        tf = np.ones((0, 0))
     first, death, occ, tis, count, true, added, overflow = _simulate_kernel(
         np.ascontiguousarray(rate, np.float64),
         np.ascontiguousarray(hr),
@@ -401,18 +404,11 @@ def simulate(
         np.ascontiguousarray(replicates, np.int64),
         switching is not None,
         *sw,
-        use_markers,
-        *mk[:5],
-        record,
         V,
-        process,
-        streams,
-        marker_time_table(model, n_steps),
-        model.link_value,
-        model.link_reference,
-        model.link_slope,
-        (model.link_value != 0).any(axis=1) | (model.link_slope != 0).any(axis=1) if use_markers
-        else np.zeros(K, np.bool_),
+        None if not use_markers else mk[:5] + (record, process, streams, marker_time_table(model, n_steps),
+                                                model.link_value, model.link_reference, model.link_slope,
+                                                (model.link_value != 0).any(axis=1)
+                                                | (model.link_slope != 0).any(axis=1)),
     )
     if overflow:
         raise ValueError(f"more than {MAX_EVENTS_PER_STEP} events of one patient fell in one step: use a smaller "
@@ -426,38 +422,39 @@ MAX_EVENTS_PER_STEP = 32
 
 
 @numba.njit(inline="always")
-def _hazard(k, rate_i, tf, t, hr, b, ts, tis_mult, jint, lk):
+def _hazard(k, rate_i, tf, t, hr, b, ts, tis_mult, jint, lk, parts):
     """Hazard of transition k (per month) in step t, treatment row b at treatment step ts. The
-    optional factors are skipped when absent (tf, lk of size 0; jint < 0 without breakpoints)."""
+    optional factors are skipped when absent (``parts``: 1 ageing/shape factors tf, 2 biomarker
+    factors lk; jint < 0 when the state has no time-in-state pieces)."""
     v = rate_i[k] * hr[b, k, ts]
-    if tf.shape[0] > 0:
+    if parts & 1:
         v *= tf[k, t]
     if jint >= 0:
         v *= tis_mult[k, jint]
-    if lk.shape[0] > 0:
+    if parts & 2:
         v *= lk[k]
     return v
 
 
 @numba.njit(inline="always")
-def _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, bg):
+def _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, parts, out_ptr, out_idx, bg):
     """Sum of the hazards leaving state s plus the background hazard."""
     h = bg
     jj = jint if n_bp[s] > 0 else -1
     for j in range(out_ptr[s], out_ptr[s + 1]):
-        h += _hazard(out_idx[j], rate_i, tf, t, hr, b, ts, tis_mult, jj, lk)
+        h += _hazard(out_idx[j], rate_i, tf, t, hr, b, ts, tis_mult, jj, lk, parts)
     return h
 
 
 @numba.njit(inline="always")
-def _choose(v, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, fallback):
+def _choose(v, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, parts, out_ptr, out_idx, fallback):
     """The event whose share of [0, h) holds v, in a fixed order (background last); the hazards are
     recomputed by the same expression as in _total, so the partition is exactly the sum's."""
     acc = 0.0
     jj = jint if n_bp[s] > 0 else -1
     for j in range(out_ptr[s], out_ptr[s + 1]):
         k = out_idx[j]
-        acc += _hazard(k, rate_i, tf, t, hr, b, ts, tis_mult, jj, lk)
+        acc += _hazard(k, rate_i, tf, t, hr, b, ts, tis_mult, jj, lk, parts)
         if v < acc:
             return k
     return fallback
@@ -473,7 +470,7 @@ def _interval(u, bp, n_bp, s):
 
 
 @numba.njit(inline="always")
-def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, ts, lk, bg, tis_mult, bp, n_bp,
+def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, ts, lk, parts, bg, tis_mult, bp, n_bp,
           out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, pk, ev_time, ev_id):
     """Advance one patient across step t (months [t·dt, (t+1)·dt)), the one place where events happen.
 
@@ -486,17 +483,21 @@ def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, ts
     """
     now = t * dt
     step_end = now + dt
+    if jint >= n_bp[s] or entered + bp[s, jint] >= step_end:  # one segment: the common, quiet step first
+        h = _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, parts, out_ptr, out_idx, bg)
+        if clock + h * dt < threshold:
+            return s, clock + h * dt, threshold, n_ev, entered, jint, 0
     m = 0
     fallback_bg = to_state.shape[0] - 1
     while True:  # segments between time-in-state breakpoints
         nb = entered + bp[s, jint] if jint < n_bp[s] else np.inf
         seg_end = min(step_end, nb)
-        h = _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, bg)
+        h = _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, parts, out_ptr, out_idx, bg)
         dead = False
         while h > 0.0 and clock + h * (seg_end - now) >= threshold:
             now += (threshold - clock) / h
             v = rng.uniform(key_c, pk, n_ev) * h
-            ev = _choose(v, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx,
+            ev = _choose(v, s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, parts, out_ptr, out_idx,
                          fallback_bg if has_bg else out_idx[out_ptr[s + 1] - 1])
             if m < ev_time.shape[0]:
                 ev_time[m] = now
@@ -513,7 +514,7 @@ def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, ts
                 break
             nb = entered + bp[s, 0] if n_bp[s] > 0 else np.inf
             seg_end = min(step_end, nb)
-            h = _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, out_ptr, out_idx, bg)
+            h = _total(s, rate_i, tf, t, hr, b, ts, tis_mult, jint, n_bp, lk, parts, out_ptr, out_idx, bg)
         if dead:
             return s, 0.0, threshold, n_ev, entered, jint, m
         clock += h * (seg_end - now)
@@ -582,22 +583,38 @@ def _markers_step(t, dt, off, alive, B, mean0_i, b0_i, b1_i, shift_b, slope_b, w
             lk[k] = np.exp(x)
 
 
+@numba.njit(inline="always")
+def _markers_at(mk, r, i, a, b, t, dt, off, alive, B, w, n_add, vmid, smid, key_w, key_eps, pk, lk, true):
+    """Biomarkers of patient i in arm a at step t (see _markers_step); records the start-of-step values."""
+    mean0, b0_all, b1_all, shift_all, slope_all, record, process, streams, mtab, lv, lr, ls, linked = mk
+    ra = r % shift_all.shape[0]
+    _markers_step(t, dt, off, alive, B, mean0[r, i], b0_all[r, i], b1_all[r, i], shift_all[ra, b], slope_all[ra, b],
+                  w, n_add, vmid, smid, key_w, key_eps, pk, process, mtab, lk, lv, lr, ls, linked)
+    if record.shape[0] > 0 and record[t] >= 0:
+        for m in range(B):
+            true[r, i, a, m, record[t]] = vmid[B + m]
+
+
 @numba.njit(cache=True, parallel=True)
 def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, out_idx, to_state, absorbing,
                      bp, n_bp, tis_mult, start, start_u, pkeys, track, dt, n_steps, seed, stream_e, stream_c,
-                     replicates, has_sw, sw_step, sw_to, trig_ev, trig_to, trig_delay, trig_ok,
-                     use_mk, mean0, b0_all, b1_all, shift_all, slope_all, record, V, process, streams, mtab,
-                     link_value, link_ref, link_slope, linked):
+                     replicates, has_sw, sw_step, sw_to, trig_ev, trig_to, trig_delay, trig_ok, V, mk):
+    """The driver over replicates, patients and arms. ``mk`` is None without biomarkers (the marker code
+    is then compiled out of the hot loop: numba prunes branches on a None argument), else the tuple
+    (mean0, b0, b1, shift, slope, record, process, streams, time table, link value, reference, slope,
+    linked) described in :func:`simulate`."""
     R, n, K = rate.shape
     A = hr_all.shape[1]
     E = to_state.shape[0]
     S = absorbing.shape[0]
-    B = mean0.shape[2] if use_mk else 0
+    B = 0
+    if mk is not None:
+        B = mk[0].shape[2]
     first = np.full((R, n, A, E), np.inf)
     death = np.full((R, n, A), np.inf)
     count = np.zeros((R, n, A, E), np.int32)
     true = np.full((R if V else 1, n if V else 1, A, max(B, 1), max(V, 1)), np.nan)
-    added = np.zeros((R if use_mk else 1, n if use_mk else 1, A, max(B, 1)), np.int32)
+    added = np.zeros((R if B else 1, n if B else 1, A, max(B, 1)), np.int32)
     blocks = (n + BLOCK - 1) // BLOCK
     # per work item partial counts; "entered" holds +1 at the step after absorption, summed later
     occ_part = np.zeros((R * blocks, A, n_steps + 1, S), np.int32)
@@ -613,20 +630,22 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
         key_c = rng.stream_key(seed, stream_c, replicates[r])
         hr = hr_all[r % hr_all.shape[0]]
         any_link = False
-        for k in range(K):
-            any_link = any_link or linked[k]
-        lk = np.ones(K if any_link else 0)
-        ev_time = np.empty(MAX_EVENTS_PER_STEP)
-        ev_id = np.empty(MAX_EVENTS_PER_STEP, np.int64)
         w = np.zeros(max(B, 1))
         n_add = np.zeros(max(B, 1), np.int64)
         vmid = np.zeros(2 * max(B, 1))
         smid = np.zeros(max(B, 1))
         key_w = np.zeros(max(B, 1), np.uint64)
         key_eps = np.zeros(max(B, 1), np.uint64)
-        for m in range(B):
-            key_w[m] = rng.stream_key(seed, streams[m, 0], replicates[r])
-            key_eps[m] = rng.stream_key(seed, streams[m, 1], replicates[r])
+        if mk is not None:
+            for k in range(K):
+                any_link = any_link or mk[12][k]
+            for m in range(B):
+                key_w[m] = rng.stream_key(seed, mk[7][m, 0], replicates[r])
+                key_eps[m] = rng.stream_key(seed, mk[7][m, 1], replicates[r])
+        lk = np.ones(K if any_link else 0)
+        parts = (1 if tf.shape[0] > 0 else 0) | (2 if any_link else 0)
+        ev_time = np.empty(MAX_EVENTS_PER_STEP)
+        ev_id = np.empty(MAX_EVENTS_PER_STEP, np.int64)
         for i in range(lo, hi):
             rate_i = rate[r, i]
             sex = 1 if female[r, i] == 1 else 0
@@ -648,34 +667,38 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                 clock = 0.0
                 n_ev = 0
                 threshold = -np.log(rng.uniform_open(key_e, pk, n_ev))
-                for m in range(B):
-                    w[m] = process[m, 3] * rng.normal(key_w[m], pk, 0) if process[m, 3] > 0.0 else 0.0
-                    n_add[m] = 0
+                if mk is not None:
+                    for m in range(B):
+                        sd_w = mk[6][m, 3]
+                        w[m] = sd_w * rng.normal(key_w[m], pk, 0) if sd_w > 0.0 else 0.0
+                        n_add[m] = 0
                 alive = True
                 t = 0
                 while t < n_steps:
                     if t >= sw and b == a:
                         b = tgt
                         off = sw
-                    if B > 0:
-                        ra = r % shift_all.shape[0]
-                        _markers_step(t, dt, off, alive, B, mean0[r, i], b0_all[r, i], b1_all[r, i], shift_all[ra, b],
-                                      slope_all[ra, b], w, n_add, vmid, smid, key_w, key_eps, pk, process, mtab, lk,
-                                      link_value, link_ref, link_slope, linked)
-                        if V > 0 and record[t] >= 0:
-                            for m in range(B):
-                                true[r, i, a, m, record[t]] = vmid[B + m]
-                    if not alive:
-                        t += 1
-                        continue
+                    if mk is not None:
+                        _markers_at(mk, r, i, a, b, t, dt, off, alive, B, w, n_add, vmid, smid, key_w, key_eps, pk,
+                                    lk, true)
+                        if not alive:
+                            t += 1
+                            continue
                     occ_part[item, a, t, s] += 1
                     bg = 0.0
                     if has_bg:
                         ia = int(age[r, i] + t * dt / 12.0)
                         bg = bg_hazard[sex, min(max(ia, 0), max_age)]
+                    if jint >= n_bp[s] or entered + bp[s, jint] >= (t + 1) * dt:  # quiet steps: no event
+                        h = _total(s, rate_i, tf, t, hr, b, t - off, tis_mult, jint, n_bp, lk, parts, out_ptr, out_idx,
+                                   bg)
+                        if clock + h * dt < threshold:
+                            clock += h * dt
+                            t += 1
+                            continue
                     s0 = s
                     s, clock, threshold, n_ev, entered_new, jint, m_ev = _step(
-                        t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, t - off, lk, bg,
+                        t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, t - off, lk, parts, bg,
                         tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, pk,
                         ev_time, ev_id)
                     if m_ev > MAX_EVENTS_PER_STEP:
@@ -709,15 +732,16 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                     occ_part[item, a, n_steps, s] += 1
                     if track:
                         tis[r, i, a, s] += n_steps * dt - max(entered, 0.0)
-                if B > 0 and V > 0 and record[n_steps] >= 0:
+                if mk is not None:
+                    mean0, b0_all, b1_all, shift_all, slope_all, record, process = mk[:7]
                     ra = r % shift_all.shape[0]
                     for m in range(B):
-                        true[r, i, a, m, record[n_steps]] = _marker_value(
-                            m, mtab[m, n_steps, 0], n_steps > 0, mean0[r, i, m], b0_all[r, i, m], b1_all[r, i, m],
-                            w[m], n_add[m], shift_all[ra, b, m], slope_all[ra, b, m], (n_steps - off) * dt / 12.0,
-                            process)
-                for m in range(B):
-                    added[r, i, a, m] = n_add[m]
+                        added[r, i, a, m] = n_add[m]
+                        if V > 0 and record[n_steps] >= 0:
+                            true[r, i, a, m, record[n_steps]] = _marker_value(
+                                m, mk[8][m, n_steps, 0], n_steps > 0, mean0[r, i, m], b0_all[r, i, m],
+                                b1_all[r, i, m], w[m], n_add[m], shift_all[ra, b, m], slope_all[ra, b, m],
+                                (n_steps - off) * dt / 12.0, process)
     occ = np.zeros((R, A, n_steps + 1, S), np.int32)
     for r in range(R):
         for b in range(blocks):

@@ -86,6 +86,7 @@ def advance_kernel(state, clock, threshold, n_ev, entered, jint, base_rate, mult
         lo = b * BLOCK
         hi = min(lo + BLOCK, n)
         lk = np.ones(0)  # no biomarker terms in population runs
+        parts = 1 if tf.shape[0] > 0 else 0
         ev_time = np.empty(cap)
         ev_id = np.empty(cap, np.int64)
         for i in range(lo, hi):
@@ -106,7 +107,7 @@ def advance_kernel(state, clock, threshold, n_ev, entered, jint, base_rate, mult
                 s0 = s
                 s, clock[i], threshold[i], n_ev[i], ent, jint[i], m = multistate._step(
                     t, dt, s, clock[i], threshold[i], n_ev[i], entered[i], jint[i], base_rate[i], tf, mult3, i, 0, lk,
-                    bg, tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, i,
+                    parts, bg, tis_mult, bp, n_bp, out_ptr, out_idx, to_state, absorbing, has_bg, key_e, key_c, i,
                     ev_time, ev_id)
                 entered[i] = ent
                 if m > cap:
