@@ -24,16 +24,16 @@ between-group variance less its Monte Carlo part (within / L). The 95% parameter
 the quantiles of the group means after shrinking them towards the overall mean so that their
 spread equals the parameter variance (removing the inner Monte Carlo noise to first order).
 
-Conditioning: the biomarker random effects b = (b0, b1) ~ N(0, G) of the linear mixed model are
-replaced by their posterior given the patient's measured values y_j at times t_j ≤ 0 (years
-relative to the decision date): with Z_j = (1, t_j), r_j = y_j − mean − slope·t_j and residual
-variance σ², Σ = (G⁻¹ + ZᵀZ/σ²)⁻¹ = G (I + ZᵀZ G/σ²)⁻¹ (valid for singular G) and μ = Σ Zᵀr/σ².
-Clipping of measured values at the biomarker's bounds is ignored in the conditioning. Past events
-set the starting state, and the date of the last one the months already spent in it at time zero
-(``TwinPlan.start_months``; a batch CSV gives them in a ``months_in_state`` column), which matters
-to hazards that depend on the time since entering a state. Hazards depend on the baseline
-covariates and not on the current biomarker value, so a measurement history changes the biomarker
-forecast but not the event risks.
+Conditioning: the biomarker random effects b = (b0, b1) ~ N(0, G) of the mixed model are replaced
+by their posterior given the patient's measured values y_j at times t_j ≤ 0 (years relative to the
+decision date): with Z_j = (1, τ(t_j)) (τ the model's slope time scale), r_j = y_j − mean − slope·τ(t_j)
+and noise variance σ² = residual_sd² + process_sd², Σ = (G⁻¹ + ZᵀZ/σ²)⁻¹ = G (I + ZᵀZ G/σ²)⁻¹ (valid
+for singular G) and μ = Σ Zᵀr/σ². Clipping of measured values at the biomarker's bounds is ignored
+in the conditioning. Past events set the starting state, and the date of the last one the months
+already spent in it at time zero (``TwinPlan.start_months``; a batch CSV gives them in a
+``months_in_state`` column), where time-in-state hazards start. The disease kernel steps the
+biomarkers with the events, so where a model's hazards depend on a biomarker's current value the
+conditioned random effects change the event risks as well as the biomarker forecast.
 """
 
 from __future__ import annotations
