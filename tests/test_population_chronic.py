@@ -216,7 +216,8 @@ def test_clinics_never_exceed_their_weekly_capacity(tmp_path):
 
 def test_treatment_effect_can_come_from_a_trial_protocols_arm():
     world = load_population("protocols/pop_hf_scaleup.yaml")
-    assert world.hazard_ratios["new_treatment"] == {"hhf": 0.8, "cv_death": 0.8, "cv_death_after_hhf": 0.8}
+    arm = next(a for a in yaml.safe_load(open("protocols/hf_outcomes.yaml"))["arms"] if a["name"] == "active")
+    assert world.hazard_ratios["new_treatment"] == {e["transition"]: e["hazard_ratio"] for e in arm["effects"]}
 
 
 def test_screening_moves_true_positives_and_charges_tests_and_positives(tmp_path):

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.image
 import numpy as np
+import yaml
 import pytest
 import scipy.linalg
 import xarray as xr
@@ -161,10 +162,36 @@ def covariate(name):
     return float(HF_PATIENT[name])
 
 
+def markov_hf_protocol(folder: Path) -> Path:
+    """The shipped HFrEF options protocol over a copy of its disease model without time-in-state
+    pieces and recurrent transitions (and without the cohort's starting states)."""
+    src = ROOT / "patients" / "hf_dapagliflozin_options.yaml"
+    prot = yaml.safe_load(src.read_text())
+    disease = yaml.safe_load((src.parent / prot["disease"]).read_text())
+    kept = [t for t in disease["transitions"] if t["from"] != t["to"]]
+    for t in kept:
+        t.pop("time_in_state", None)
+    disease["transitions"] = kept
+    names = {t["name"] for t in kept}
+    cohort = yaml.safe_load((src.parent / prot["cohort"]).read_text())
+    cohort.pop("start", None)
+    (folder / "markov_hf.yaml").write_text(yaml.safe_dump(disease))
+    (folder / "cohort_hf.yaml").write_text(yaml.safe_dump(cohort))
+    prot["disease"], prot["cohort"] = "markov_hf.yaml", "cohort_hf.yaml"
+    for arm in prot["arms"]:
+        arm["effects"] = [e for e in arm.get("effects", []) if e.get("transition", "") in names or "biomarker" in e]
+    prot["endpoint"]["events"] = [e for e in prot["endpoint"]["events"] if e in names]
+    path = folder / "markov_hf_options.yaml"
+    path.write_text(yaml.safe_dump(prot))
+    return path
+
+
 @pytest.mark.parametrize("start", ["stable", "post_hhf"])
 def test_state_occupancy_matches_kolmogorov_forward_equation_from_the_starting_state(tmp_path, start):
-    """HFrEF model with age-dependent background mortality: product of per-step matrix exponentials."""
-    protocol = ROOT / "patients" / "hf_dapagliflozin_options.yaml"
+    """HFrEF model with ageing hazards and age-dependent background mortality, made Markov (its
+    time-in-state pieces and recurrences left out, which tests/test_disease_engine.py checks against a
+    semi-Markov reference): product of per-step matrix exponentials."""
+    protocol = markov_hf_protocol(tmp_path)
     history = "  events: [{date: 2025-05-01, event: hhf}]\n" if start == "post_hhf" else ""
     covs = "{" + ", ".join(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in HF_PATIENT.items()) + "}"
     patient = write_patient(tmp_path, covs, history)
@@ -414,8 +441,9 @@ def test_kernel_extensions_leave_the_default_paths_unchanged():
     model = ms.compile_model(spec)
     R, n, steps = 3, 700, 24
     gen = np.random.default_rng(1)
-    rate = gen.uniform(0.002, 0.03, (R, n, model.n_transitions))
-    hr = np.stack([np.ones((3, steps)), np.full((3, steps), 0.7)])
+    K = model.n_transitions
+    rate = gen.uniform(0.002, 0.03, (R, n, K))
+    hr = np.stack([np.ones((K, steps)), np.full((K, steps), 0.7)])
     age, female = gen.uniform(50, 90, (R, n)), (gen.random((R, n)) < 0.5).astype(float)
     base = ms.simulate(model, rate, hr, age, female, steps, 5, np.arange(R))
     ext = ms.simulate(model, rate, np.broadcast_to(hr, (R,) + hr.shape), age, female, steps, 5, np.arange(R),
@@ -633,4 +661,4 @@ def test_batch_figure_ranks_patients(tmp_path):
     (name, fig), = figures(ds).items()
     image = rendered(fig)
     assert name == "twin_ranking" and image[..., :3].std() > 0.05
-    assert json.loads(ds.attrs["endpoint_events"]) == ["hhf", "cv_death"]
+    assert sorted(json.loads(ds.attrs["endpoint_events"])) == sorted(protocol.spec.endpoint.events)
