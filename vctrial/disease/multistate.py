@@ -426,9 +426,8 @@ def _hazard(k, rate_i, tf, t, hr, b, ts, tis_mult, jint, lk, parts):
     """Hazard of transition k (per month) in step t, treatment row b at treatment step ts. The
     optional factors are skipped when absent (``parts``: 1 ageing/shape factors tf, 2 biomarker
     factors lk; jint < 0 when the state has no time-in-state pieces)."""
-    v = rate_i[k] * hr[b, k, ts]
-    if parts & 1:
-        v *= tf[k, t]
+    # hr·tf first: the same product as hr folded with tf outside the kernel, so both give equal bits
+    v = rate_i[k] * (hr[b, k, ts] * tf[k, t]) if parts & 1 else rate_i[k] * hr[b, k, ts]
     if jint >= 0:
         v *= tis_mult[k, jint]
     if parts & 2:
