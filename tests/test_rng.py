@@ -1,5 +1,8 @@
 """Counter-based random numbers: uniform, independent streams, pure functions of their coordinates."""
 
+import math
+
+import numba
 import numpy as np
 from scipy import stats
 
@@ -40,3 +43,23 @@ def test_draws_depend_only_on_their_coordinates():
     np.testing.assert_array_equal(full[[4, 2]], part)
     other_seed = rng.uniforms(np.uint64(6), s, np.arange(6), 100, 3)
     assert not np.any(full == other_seed)
+
+
+def test_fast_normal_quantile_matches_scipy_and_its_draws_are_normal():
+    from scipy import stats
+
+    from vctrial import rng as r
+
+    @numba.njit
+    def quantiles(p):
+        return np.array([r.normal_quantile(x) for x in p])
+
+    @numba.njit
+    def draws(key, n):
+        return np.array([r.normal_fast(key, i, 7) for i in range(n)])
+
+    p = np.concatenate([np.logspace(-15, -1, 300), np.linspace(0.01, 0.99, 2001), 1 - np.logspace(-15, -1, 300)])
+    np.testing.assert_allclose(quantiles(p), stats.norm.ppf(p), rtol=2e-9, atol=1e-12)
+    x = draws(np.uint64(r.stream_key(np.uint64(3), np.uint64(5), 0)), 200_000)
+    assert stats.kstest(x, "norm").pvalue > 0.001
+    assert abs(x.mean()) < 4 / math.sqrt(x.size) and abs(x.var() - 1) < 4 * math.sqrt(2 / x.size)

@@ -407,8 +407,7 @@ def simulate(
         V,
         None if not use_markers else mk[:5] + (record, process, streams, marker_time_table(model, n_steps),
                                                 model.link_value, model.link_reference, model.link_slope,
-                                                (model.link_value != 0).any(axis=1)
-                                                | (model.link_slope != 0).any(axis=1)),
+                                                link_groups(model)),
     )
     if overflow:
         raise ValueError(f"more than {MAX_EVENTS_PER_STEP} events of one patient fell in one step: use a smaller "
@@ -523,15 +522,30 @@ def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, ts
         jint += 1
 
 
+def link_groups(model: MultiStateModel) -> np.ndarray:
+    """(K,) for each transition with biomarker terms, the first transition with the same terms (so the
+    kernel takes one exponential per distinct set of terms); -1 for transitions without any."""
+    rows = np.concatenate([model.link_value, model.link_reference, model.link_slope], axis=1)
+    has = (model.link_value != 0).any(axis=1) | (model.link_slope != 0).any(axis=1)
+    out = np.full(model.n_transitions, -1, np.int64)
+    for k in np.flatnonzero(has):
+        out[k] = next(j for j in range(k + 1) if has[j] and np.array_equal(rows[j], rows[k]))
+    return out
+
+
 def marker_time_table(model: MultiStateModel, n_steps: int) -> np.ndarray:
-    """(B, n_steps + 1, 3) per biomarker and step: τ at the start of the step, τ at its middle, and the
-    fading factor e^(−κ t) of the slope at its middle (patient-independent, so computed once)."""
+    """(B, n_steps + 1, 4) per biomarker and step: τ at the start of the step, τ at its middle, the
+    fading factor e^(−κ t) of the slope at its middle, and 1 at the intensification rule's visits
+    (patient-independent, so computed once)."""
     B = len(model.marker_names)
     t = np.arange(n_steps + 1) * model.step_months / 12.0
     mid = t + model.step_months / 24.0
-    out = np.empty((max(B, 1), n_steps + 1, 3))
-    out[:] = np.stack([t, mid, np.ones_like(t)], axis=-1)
+    out = np.empty((max(B, 1), n_steps + 1, 4))
+    out[:] = np.stack([t, mid, np.ones_like(t), np.zeros_like(t)], axis=-1)
     for m in range(B):
+        every = int(model.process[m, PROCESS_COLUMNS.index("every_steps")])
+        if every > 0:
+            out[m, every::every, 3] = 1.0
         kappa = model.process[m, 1]
         if kappa > 0.0:
             out[m, :, 0] = -np.expm1(-kappa * t) / kappa
@@ -549,8 +563,8 @@ def _marker_value(m, tau, treated, mean0, b0, b1, w, n_add, shift, slope_ch, t_t
 
 
 @numba.njit(inline="always")
-def _markers_step(t, dt, off, alive, B, mean0_i, b0_i, b1_i, shift_b, slope_b, w, n_add, vmid, smid, key_w, key_eps,
-                  pk, process, mtab, lk, link_value, link_ref, link_slope, linked):
+def _markers_step(t, dt, off, alive, B, r, i, ra, b, mean0, b0_all, b1_all, shift_all, slope_all, w, n_add, vmid,
+                  smid, key_w, key_eps, pk, process, mtab, lk, link_value, link_ref, link_slope, linked):
     """Biomarkers at step t: the intensification rule at its visits, the mid-step values (vmid[:B])
     and slopes (smid) that the hazards see through lk, the values at the start of the step
     (vmid[B:2B], what a recorded visit shows) and the mean-reverting process's move to the next step."""
@@ -558,28 +572,32 @@ def _markers_step(t, dt, off, alive, B, mean0_i, b0_i, b1_i, shift_b, slope_b, w
     half = dt / 24.0
     days_per_month = 365.25 / 12.0
     for m in range(B):
-        v0 = _marker_value(m, mtab[m, t, 0], t > 0, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m],
-                           slope_b[m], tt_y, process)
-        every = int(process[m, 4])
-        if alive and every > 0 and t > 0 and t % every == 0 and n_add[m] < process[m, 8]:
+        mean0_i, b0_i, b1_i = mean0[r, i, m], b0_all[r, i, m], b1_all[r, i, m]
+        shift_b, slope_b = shift_all[ra, b, m], slope_all[ra, b, m]
+        v0 = _marker_value(m, mtab[m, t, 0], t > 0, mean0_i, b0_i, b1_i, w[m], n_add[m], shift_b, slope_b, tt_y,
+                           process)
+        if alive and mtab[m, t, 3] > 0.0 and n_add[m] < process[m, 8]:
             day = np.int64(np.rint(t * dt * days_per_month))
             obs = v0 + process[m, 9] * rng.normal(key_eps[m], pk, day)
             obs = min(max(obs, process[m, 10]), process[m, 11])
             if process[m, 5] * (obs - process[m, 6]) > 0.0:
                 n_add[m] += 1
-        smid[m] = (process[m, 0] + b1_i[m]) * mtab[m, t, 2] + slope_b[m]
-        vmid[m] = _marker_value(m, mtab[m, t, 1], True, mean0_i[m], b0_i[m], b1_i[m], w[m], n_add[m], shift_b[m],
-                                slope_b[m], tt_y + half, process)
+        smid[m] = (process[m, 0] + b1_i) * mtab[m, t, 2] + slope_b
+        vmid[m] = _marker_value(m, mtab[m, t, 1], True, mean0_i, b0_i, b1_i, w[m], n_add[m], shift_b, slope_b,
+                                tt_y + half, process)
         vmid[B + m] = v0
         if process[m, 3] > 0.0:  # the mean-reverting process moves on to the next step
             phi = process[m, 2]
-            w[m] = phi * w[m] + process[m, 3] * np.sqrt(1.0 - phi * phi) * rng.normal(key_w[m], pk, t + 1)
-    for k in range(lk.shape[0]):
-        if linked[k]:
+            w[m] = phi * w[m] + process[m, 3] * np.sqrt(1.0 - phi * phi) * rng.normal_fast(key_w[m], pk, t + 1)
+    for k in range(lk.shape[0]):  # linked[k]: the first transition with the same terms (-1: none)
+        g = linked[k]
+        if g == k:
             x = 0.0
             for m in range(B):
                 x += link_value[k, m] * (vmid[m] - link_ref[k, m]) + link_slope[k, m] * smid[m]
             lk[k] = np.exp(x)
+        elif g >= 0:
+            lk[k] = lk[g]
 
 
 @numba.njit(inline="always")
@@ -587,8 +605,8 @@ def _markers_at(mk, r, i, a, b, t, dt, off, alive, B, w, n_add, vmid, smid, key_
     """Biomarkers of patient i in arm a at step t (see _markers_step); records the start-of-step values."""
     mean0, b0_all, b1_all, shift_all, slope_all, record, process, streams, mtab, lv, lr, ls, linked = mk
     ra = r % shift_all.shape[0]
-    _markers_step(t, dt, off, alive, B, mean0[r, i], b0_all[r, i], b1_all[r, i], shift_all[ra, b], slope_all[ra, b],
-                  w, n_add, vmid, smid, key_w, key_eps, pk, process, mtab, lk, lv, lr, ls, linked)
+    _markers_step(t, dt, off, alive, B, r, i, ra, b, mean0, b0_all, b1_all, shift_all, slope_all, w, n_add, vmid,
+                  smid, key_w, key_eps, pk, process, mtab, lk, lv, lr, ls, linked)
     if record.shape[0] > 0 and record[t] >= 0:
         for m in range(B):
             true[r, i, a, m, record[t]] = vmid[B + m]
@@ -637,7 +655,7 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
         key_eps = np.zeros(max(B, 1), np.uint64)
         if mk is not None:
             for k in range(K):
-                any_link = any_link or mk[12][k]
+                any_link = any_link or mk[12][k] >= 0
             for m in range(B):
                 key_w[m] = rng.stream_key(seed, mk[7][m, 0], replicates[r])
                 key_eps[m] = rng.stream_key(seed, mk[7][m, 1], replicates[r])
@@ -669,7 +687,7 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                 if mk is not None:
                     for m in range(B):
                         sd_w = mk[6][m, 3]
-                        w[m] = sd_w * rng.normal(key_w[m], pk, 0) if sd_w > 0.0 else 0.0
+                        w[m] = sd_w * rng.normal_fast(key_w[m], pk, 0) if sd_w > 0.0 else 0.0
                         n_add[m] = 0
                 alive = True
                 t = 0
