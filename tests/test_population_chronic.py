@@ -60,10 +60,9 @@ def test_life_years_and_qalys_match_integrated_occupancy(tmp_path):
     assert qaly == pytest.approx(0.9 * expected[0] + 0.6 * expected[1], rel=0.01)
 
 
-def test_population_kernel_reproduces_the_trial_kernel_draw_for_draw(tmp_path):
-    """Same streams, same scheme: with no intervention the population engine steps each person
-    exactly as vctrial.disease.multistate.simulate does (an independent implementation)."""
-    disease = dict(ILLNESS_DEATH, background_mortality={"to": "dead"})
+def population_and_kernel(tmp_path, disease: dict):
+    """The population engine over 3000 people of ``disease`` without interventions, and the trial
+    kernel on the same people, seed and replicate (an independent driver of the same step)."""
     path = chronic_files(tmp_path, disease=disease, population={"size": 3000, "age_min": 40, "age_max": 90},
                          demography={"ageing": True, "background_mortality": True})
     world = load_population(path)
@@ -72,13 +71,18 @@ def test_population_kernel_reproduces_the_trial_kernel_draw_for_draw(tmp_path):
     engine.advance(engine.n_steps)
     spec = DiseaseSpec.model_validate(disease)
     model = multistate.compile_model(spec)
-    rate = np.ones((1, people.n, 4)) * np.array([t["rate_per_year"] / 12 for t in disease["transitions"]])
-    hr = np.ones((1, 4, engine.n_steps))
+    rate = multistate.patient_rates(spec, lambda name: people.columns[name][None], (1, people.n))
+    hr = np.ones((1, model.n_transitions, engine.n_steps))
     paths = multistate.simulate(model, rate, hr, people.age0[None], people.female[None], engine.n_steps, 5,
                                 np.array([3]))
-    expected = paths.occupancy[0, 0, -1]
-    got = np.bincount(engine.state, minlength=3)
-    assert np.array_equal(got, expected)
+    return engine, paths
+
+
+def test_population_kernel_reproduces_the_trial_kernel_draw_for_draw(tmp_path):
+    """Same streams, same scheme: with no intervention the population engine steps each person
+    exactly as vctrial.disease.multistate.simulate does."""
+    engine, paths = population_and_kernel(tmp_path, dict(ILLNESS_DEATH, background_mortality={"to": "dead"}))
+    assert np.array_equal(np.bincount(engine.state, minlength=3), paths.occupancy[0, 0, -1])
 
 
 def test_population_and_trial_paths_agree_with_every_time_varying_part(tmp_path):
@@ -99,18 +103,7 @@ def test_population_and_trial_paths_agree_with_every_time_varying_part(tmp_path)
         ],
         "background_mortality": {"to": "dead", "remove_causes": ["cardiovascular"], "multiplier": 0.7},
     }
-    path = chronic_files(tmp_path, disease=disease, population={"size": 3000, "age_min": 40, "age_max": 90},
-                         demography={"ageing": True, "background_mortality": True})
-    world = load_population(path)
-    people = build_people(world, 5, 3)
-    engine = ChronicEngine(world, people, 5, 3)
-    engine.advance(engine.n_steps)
-    spec = DiseaseSpec.model_validate(disease)
-    model = multistate.compile_model(spec)
-    rate = multistate.patient_rates(spec, lambda name: people.columns[name][None], (1, people.n))
-    hr = np.ones((1, 4, engine.n_steps))
-    paths = multistate.simulate(model, rate, hr, people.age0[None], people.female[None], engine.n_steps, 5,
-                                np.array([3]))
+    engine, paths = population_and_kernel(tmp_path, disease)
     assert np.array_equal(np.bincount(engine.state, minlength=3), paths.occupancy[0, 0, -1])
     assert np.array_equal(engine.n_ev, paths.event_count[0, :, 0].sum(axis=1))
     assert np.array_equal(engine.events.sum(axis=(0, 1)), paths.event_count[0, :, 0].sum(axis=0))

@@ -20,6 +20,7 @@ import scipy.linalg
 import xarray as xr
 from scipy import integrate, stats
 
+from twin_helpers import options_protocol
 from vctrial import twin
 from vctrial.disease import biomarker as bm
 from vctrial.disease import multistate as ms
@@ -47,20 +48,7 @@ MARKER = """biomarkers:
 
 
 def protocol_text(disease: Path, effects: str) -> str:
-    return f"""kind: trial
-name: twin test options
-cohort: {COHORT}
-disease: {disease}
-sample_size: 100
-arms:
-  - {{name: control}}
-  - name: active
-    effects: {effects}
-enrollment: {{duration_months: 6}}
-follow_up: {{type: fixed, duration_months: 12}}
-endpoint: {{type: time_to_event, events: [event]}}
-analysis: {{method: logrank}}
-"""
+    return options_protocol(disease, effects, "event")
 
 
 @pytest.fixture(scope="module")

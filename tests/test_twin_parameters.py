@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from twin_helpers import options_protocol
 from vctrial import rng, twin
 from vctrial.errors import SpecError
 from vctrial.spec.patient import load_batch, load_patient
@@ -36,21 +37,7 @@ HR = "hazard_ratio: 0.7, hazard_ratio_ci: [0.5, 0.95]"
 
 
 def protocol_text(disease: Path, effects: list[str], extra: str = "") -> str:
-    listed = "".join(f"      - {{{e}}}\n" for e in effects)
-    return f"""kind: trial
-name: parameter test options
-cohort: {COHORT}
-disease: {disease}
-sample_size: 100
-arms:
-  - {{name: control}}
-  - name: active
-    effects:
-{listed}enrollment: {{duration_months: 6}}
-follow_up: {{type: fixed, duration_months: 12}}
-endpoint: {{type: time_to_event, events: [die]}}
-analysis: {{method: logrank}}
-{extra}"""
+    return options_protocol(disease, "[" + ", ".join(f"{{{e}}}" for e in effects) + "]", "die", extra)
 
 
 @pytest.fixture(scope="module")
