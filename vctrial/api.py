@@ -100,6 +100,7 @@ def run(spec: PathLike | Protocol | PopulationScenario, replicates: int = 1000, 
     interrupted run with the same spec and seed). ``exec_options`` replaces the execution keywords.
     """
     opts = exec_options or options(workers, address, out, resume, progress)
+    _check_out(out, [spec])
     if isinstance(spec, PopulationScenario) or (not isinstance(spec, Protocol) and _kind(spec) == "population"):
         from vctrial.population.output import run_population
 
@@ -124,6 +125,7 @@ def compare(protocols: list[PathLike], replicates: int = 1000, seed: int = 1, *,
             address: str | None = None, out: PathLike | None = None, resume: bool = False,
             progress: bool = True, exec_options: ExecOptions | None = None) -> xr.Dataset:
     """Several protocols on the same virtual patients (common random numbers): a ``protocol`` dimension."""
+    _check_out(out, protocols)
     from vctrial.trial.design import compare as _compare
 
     opts = exec_options or options(workers, address, out, resume, progress)
@@ -179,6 +181,17 @@ def save_figures(ds: xr.Dataset, out_dir: PathLike, dpi: int = 110) -> list[Path
     from vctrial.plots import save_figures as _save
 
     return _save(ds, out_dir, dpi=dpi)
+
+
+def _check_out(out: PathLike | None, specs: list) -> None:
+    """An output never replaces an input: refuse ``out`` naming one of the spec files (or a file they
+    reference) before anything is simulated."""
+    if out is None:
+        return
+    from vctrial.results import check_outputs
+
+    files = [s if isinstance(s, (str, Path)) else getattr(s, "path", None) for s in specs]
+    check_outputs({"--out": out}, [f for f in files if f is not None])
 
 
 def write(ds: xr.Dataset, path: PathLike) -> Path:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import shutil
+import re
 import tempfile
 from pathlib import Path
 
@@ -190,8 +191,94 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    shutil.rmtree(parts_dir(path), ignore_errors=True)
+    remove_parts(path, ds.attrs.get("seed"))
     return path
+
+
+_PART_NAME = re.compile(r"^[0-9a-f]{24}\.\d{9}-\d{9}\.npz$")
+
+
+def remove_parts(path: str | Path, seed=None) -> None:
+    """Remove the part files a run kept for ``path`` once its final file is written: only files named
+    as vctrial names them (and, with ``seed``, written for that seed, so a concurrent run with another
+    seed keeps its own), and the folder only if nothing else is left in it. vctrial deletes only what
+    it created."""
+    folder = parts_dir(path)
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for item in folder.iterdir():
+        if not item.is_file() or item.is_symlink() or not _PART_NAME.match(item.name):
+            continue
+        if seed is not None:
+            try:
+                with np.load(item, allow_pickle=False) as z:
+                    if json.loads(str(z["header"][()])).get("seed") != int(seed):
+                        continue
+            except Exception:  # noqa: BLE001 - not a readable part file: not ours to delete
+                continue
+        item.unlink(missing_ok=True)
+    try:
+        folder.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
+def input_files(path: str | Path, _seen: set[Path] | None = None) -> set[Path]:
+    """A spec file and every file it references (cohort, disease, borrowed protocols...), resolved
+    (links followed): every string value that names an existing file relative to the spec's folder
+    counts, so no spec kind needs listing here."""
+    import yaml
+
+    path = Path(path).resolve()
+    seen = set() if _seen is None else _seen
+    if path in seen or not path.is_file():
+        return seen
+    seen.add(path)
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return seen
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - the loaders report bad files; here only references matter
+        return seen
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and len(node) < 4096 and "\n" not in node:
+            ref = (path.parent / node.split("#", 1)[0])
+            try:
+                if node.split("#", 1)[0] and ref.is_file():
+                    input_files(ref, seen)
+            except OSError:
+                continue
+    return seen
+
+
+def check_outputs(outputs: dict[str, str | Path | None], inputs: list[str | Path]) -> None:
+    """Refuse, before anything is simulated, an output that is one of the inputs (links followed) or
+    another output of the same command: an output never replaces an input."""
+    from vctrial.errors import SpecError
+
+    files: set[Path] = set()
+    for item in inputs:
+        files |= input_files(item)
+    taken: dict[Path, str] = {}
+    for option, out in outputs.items():
+        if out is None:
+            continue
+        target = Path(out).resolve()
+        for candidate in (target, parts_dir(target)):
+            for inp in files:
+                if candidate == inp or (candidate.exists() and inp.exists() and os.path.samefile(candidate, inp)):
+                    raise SpecError("command line", option, f"{out} is the input file {inp}: an output never "
+                                    "replaces an input; choose another name")
+        if target in taken:
+            raise SpecError("command line", option, f"{out} is also the {taken[target]} output; give each output "
+                            "its own file")
+        taken[target] = option
 
 
 def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

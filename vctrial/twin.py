@@ -886,6 +886,9 @@ def run_command(patient_file: str, protocol_file: str, horizon_years: float, dra
                 table: str | None = None, rank_by: str | None = None,
                 options: ExecOptions | None = None) -> str:
     """``vctrial twin``: validate everything, simulate, write atomically; returns the text to print."""
+    from vctrial.results import check_outputs
+
+    check_outputs({"--out": out, "--table": table}, [patient_file, protocol_file])
     batch = Path(patient_file).suffix.lower() == ".csv"
     out_path = Path(out)
     for path in (out_path, Path(table) if table else None):
