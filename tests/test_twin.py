@@ -473,6 +473,8 @@ def test_biomarker_random_effects_given_as_the_prior_reproduce_the_prior_draws()
 
 
 BAD_PATIENTS = [
+    ("before birth", "{age: 60, sex_female: 1}", "  measurements: [{date: 1950-06-01, biomarker: marker, value: 8}]\n",
+     "history.measurements[0].date", "before the patient was born"),
     ("unknown covariate", "{age: 60, sex_female: 1, weight: 80}", "", "covariates.weight", "not a covariate"),
     ("missing covariate", "{sex_female: 1}", "", "covariates", "'age' is missing"),
     ("wrong type", "{age: sixty, sex_female: 1}", "", "covariates.age", "must be a number"),
@@ -498,6 +500,18 @@ def test_bad_patient_file_names_file_key_and_reason(specs, tmp_path, case, covar
     with pytest.raises(SpecError) as err:
         load_patient(path, prot.cohort, prot.disease)
     assert err.value.file == str(path) and err.value.path == where and why in err.value.reason, str(err.value)
+
+
+def test_a_decision_date_in_the_future_is_refused(specs, tmp_path):
+    import datetime
+
+    prot = load_protocol(specs / "fixed.yaml")
+    later = datetime.date.today() + datetime.timedelta(days=400)
+    path = tmp_path / "p.yaml"
+    path.write_text(f"kind: patient\nas_of: {later}\ncovariates: {{age: 60, sex_female: 1}}\n")
+    with pytest.raises(SpecError) as err:
+        load_patient(path, prot.cohort, prot.disease)
+    assert err.value.path == "as_of" and "cannot be in the future" in err.value.reason
 
 
 def test_past_events_must_follow_the_disease_transitions(tmp_path):

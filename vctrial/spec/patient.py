@@ -215,6 +215,7 @@ def load_patient(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> 
     for i, e in enumerate(spec.history.events):
         if e.date > as_of:
             raise SpecError(file, f"history.events[{i}].date", f"{e.date} is after as_of {as_of}")
+    _check_dates(spec, as_of, columns, disease, file)
     start = _start_state(spec.history.events, disease, file)
     last = max((e.date for e in spec.history.events), default=None)
     months = 0.0 if last is None else (as_of - last).days / (DAYS_PER_YEAR / 12.0)
@@ -222,6 +223,27 @@ def load_patient(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> 
     pid = None if spec.id is None else str(spec.id)
     return Patients((pid,), np.array([1], np.int64), columns, cohort.levels(), np.array([start], np.int64),
                     meas, file, np.array([months]))
+
+
+def _check_dates(spec: PatientSpec, as_of: datetime.date | None, columns: dict[str, np.ndarray],
+                 disease: DiseaseSpec, file: str) -> None:
+    """The decision date is not in the future, and no record is older than the patient (by the age
+    covariate at as_of, with a year's margin for a whole-year age)."""
+    if as_of is None:
+        return
+    today = datetime.date.today()
+    if as_of > today:
+        raise SpecError(file, "as_of", f"{as_of} is after today ({today}): a decision date cannot be in the future")
+    age_name = disease.age_covariate or (disease.background_mortality.age if disease.background_mortality else None)
+    if age_name is None or age_name not in columns:
+        return
+    age = float(np.asarray(columns[age_name], np.float64)[0])
+    born = as_of - datetime.timedelta(days=(age + 1.0) * DAYS_PER_YEAR)
+    for where, items in (("measurements", spec.history.measurements), ("events", spec.history.events)):
+        for i, item in enumerate(items):
+            if item.date < born:
+                raise SpecError(file, f"history.{where}[{i}].date", f"{item.date} is before the patient was born "
+                                f"({age_name} {age:g} at as_of {as_of})")
 
 
 def load_batch(path: str | Path, cohort: CohortSpec, disease: DiseaseSpec) -> Patients:
