@@ -103,3 +103,20 @@ def test_bad_cohort_is_named_by_its_own_file(tmp_path):
     proc = vctrial("validate", path)
     assert proc.returncode == 2
     assert str(cohort) in proc.stderr and "covariates.age.sd" in proc.stderr
+
+
+def test_an_address_where_no_cluster_answers_fails_fast_with_one_line(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port on this machine that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    proc = vctrial("run", ROOT / "protocols" / "t2d_hba1c.yaml", "--replicates", 2, "--address", f"127.0.0.1:{port}",
+                   "--out", tmp_path / "r.nc")
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("vctrial: error:")]
+    assert len(errors) == 1 and f"no Ray cluster answers at 127.0.0.1:{port}" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r.nc").exists()

@@ -394,6 +394,7 @@ class _session:
         if connected:
             mode = "on the Ray instance this process is connected to"
         elif o.address is not None:
+            _probe_cluster(o.address)
             try:
                 ray.init(address=o.address, log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -425,6 +426,28 @@ def _require_dashboard() -> None:
         import aiohttp  # noqa: F401 - the dashboard needs ray[default]
     except ImportError:
         raise RunError("the Ray dashboard needs Ray's optional packages: pip install 'vctrial[dashboard]'") from None
+
+
+CONNECT_TIMEOUT_S = 10.0
+"""How long ``--address HOST:PORT`` waits for the cluster's head to accept a connection."""
+
+
+def _probe_cluster(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds, with one line, when nothing listens at HOST:PORT (Ray itself
+    would retry for minutes, printing only its own log lines). ``auto`` is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise RunError(f"--address must be HOST:PORT or auto, got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise RunError(f"no Ray cluster answers at {address} (waited up to {timeout:g} s: {exc}); start one with "
+                       f"`ray start --head` there, or check the address") from None
 
 
 def start_local_ray(workers: int, dashboard: bool = False) -> None:
