@@ -84,3 +84,19 @@ def test_part_files_of_another_seed_survive_a_finished_run(tree):
     assert sorted(p.name for p in parts.iterdir()) == names[1:]
     remove_parts(tree / "r.nc", seed=2)
     assert not parts.exists()
+
+
+def test_table_cells_a_spreadsheet_would_run_are_written_as_text(tree):
+    csv = tree / "patients" / "hf_clinic.csv"
+    lines = csv.read_text().splitlines()
+    lines[1] = "=HYPERLINK(\"x\")" + lines[1][lines[1].index(","):]
+    lines[2] = "@SUM(A1)" + lines[2][lines[2].index(","):]
+    csv.write_text("\n".join(lines) + "\n")
+    proc = vctrial(*TWIN_BATCH, "--keep-ids", "--out", "t.nc", "--table", "t.csv", cwd=tree)
+    assert proc.returncode == 0, proc.stderr
+    import pandas as pd
+
+    table = pd.read_csv(tree / "t.csv")
+    assert {"'=HYPERLINK(\"x\")", "'@SUM(A1)"} <= set(table["patient"])
+    assert not any(str(v).startswith(("=", "+", "@")) for col in table.columns for v in table[col]
+                   if isinstance(v, str))

@@ -927,6 +927,19 @@ def run_command(patient_file: str, protocol_file: str, horizon_years: float, dra
     return "\n".join(text)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage
+    return; e.g. a patient identifier kept with --keep-ids) get a leading apostrophe, shown as text."""
+    out = frame.copy()
+    for name in out.columns:
+        if out[name].dtype == object:
+            out[name] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v for v in out[name]]
+    return out
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Atomic CSV: a temporary file in the same folder, renamed when complete."""
     import tempfile
@@ -935,7 +948,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        frame.drop(columns=["benefit"]).to_csv(tmp)
+        spreadsheet_safe(frame.drop(columns=["benefit"])).to_csv(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
