@@ -85,3 +85,20 @@ def test_twin_api_matches_the_file_the_command_writes(tmp_path):
         for name in ds.data_vars:
             if np.issubdtype(ds[name].dtype, np.floating):
                 np.testing.assert_array_equal(ds[name].values, disk[name].values)
+
+
+def test_a_trial_without_events_in_both_arms_reports_no_estimate_instead_of_a_runaway_one(tmp_path):
+    text = (ROOT / "protocols" / "hf_outcomes.yaml").read_text()
+    text = text.replace("sample_size: 4000", "sample_size: 4").replace("target_events: 800", "target_events: 2")
+    text = text.replace("../cohorts/", f"{ROOT}/cohorts/").replace("../diseases/", f"{ROOT}/diseases/")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    ds = api.run(path, replicates=40, seed=1, workers=0, progress=False)
+    events = ds["n_events"].values  # (replicate, arm)
+    one_sided = (events == 0).any(axis=1)
+    assert one_sided.any() and (~one_sided).any()
+    estimate = ds["estimate"].values
+    assert np.isnan(estimate[one_sided]).all() and np.isfinite(estimate).any()
+    assert np.nanmax(np.abs(np.log(estimate))) < 20  # no runaway 1e22 hazard ratios
+    line = next(x for x in api.report(ds).splitlines() if "no estimate" in x)
+    assert int(line.split()[-1]) == np.isnan(estimate).sum()

@@ -315,14 +315,19 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     name = "estimate (geometric mean HR)" if ratio else "estimate (mean)"
     rows.append((name, back(mean), back(mean - half), back(mean + half)))
     rows.append(("estimate SD (log HR)" if ratio else "estimate SD", sd, np.nan, np.nan))
+    if ok.sum() < n:
+        rows.append(("no estimate (no finite Cox MLE)", float(n - ok.sum()), np.nan, np.nan))
+    ok &= np.isfinite(truth)
     true_mean = truth[ok].mean()
     rows.append(("true effect (mean)", back(true_mean), np.nan, np.nan))
     bias = centre[ok] - truth[ok]
     bhalf = 1.96 * bias.std(ddof=1) / np.sqrt(ok.sum()) if ok.sum() > 1 else np.nan
     rows.append(("bias (log HR)" if ratio else "bias", bias.mean(), bias.mean() - bhalf, bias.mean() + bhalf))
     cover = (ds["ci_lower"].values <= ds["true_effect"].values) & (ds["true_effect"].values <= ds["ci_upper"].values)
-    lo, hi = binomial_interval(int(cover.sum()), n)
-    rows.append(("CI coverage of true effect", cover.mean(), lo, hi))
+    judged = np.isfinite(ds["ci_lower"].values) & np.isfinite(ds["ci_upper"].values) & np.isfinite(
+        ds["true_effect"].values)  # replicates with an interval and a truth to compare
+    lo, hi = binomial_interval(int(cover[judged].sum()), int(judged.sum()))
+    rows.append(("CI coverage of true effect", cover[judged].mean() if judged.any() else np.nan, lo, hi))
     dur = ds["duration_months"].values
     dhalf = 1.96 * dur.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
     rows.append(("duration (months, mean)", dur.mean(), dur.mean() - dhalf, dur.mean() + dhalf))

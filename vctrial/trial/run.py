@@ -273,12 +273,20 @@ def _tte_cut(trial: _Trial, t_ep_all, t_ep, t_loss, date) -> dict[str, np.ndarra
     if spec.analysis.method == "rmst":
         res["true_effect"] = nph.rmst(cft, cfe, cf_group, cfi, tau=spec.analysis.tau_months).difference
     else:
-        res["true_effect"] = np.exp(analysis.cox_hr(cft, cfe, cf_group, cfi).log_hr)
+        res["true_effect"] = np.exp(_finite_cox(analysis.cox_hr(cft, cfe, cf_group, cfi))[0])
     res["n_analysed"] = np.stack([(include & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
     res["n_events"] = np.stack([(event & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
     on_date = trial.entry <= date[:, None] if fu.type == "event_driven" else trial.enrolled
     res["n_enrolled"] = np.stack([(on_date & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
     return res
+
+
+def _finite_cox(cox) -> tuple[np.ndarray, np.ndarray]:
+    """Log HR and SE where the Cox estimate exists; NaN where it does not (no events, every event in one
+    arm, or risk sets that separate the arms: the likelihood has no finite maximum and Newton-Raphson
+    only wanders off towards ±infinity)."""
+    ok = cox.converged & np.isfinite(cox.log_hr)
+    return np.where(ok, cox.log_hr, np.nan), np.where(ok, cox.se, np.nan)
 
 
 def _tte_tests(time, event, group, include, a_spec) -> dict[str, np.ndarray]:
@@ -308,10 +316,11 @@ def _tte_tests(time, event, group, include, a_spec) -> dict[str, np.ndarray]:
         out["statistic"] = lr.z
         out["p_value"] = analysis.p_value(lr.z, a_spec.sided)
     cox = analysis.cox_hr(time, event, group, include)
-    out["estimate"] = np.exp(cox.log_hr)
-    out["ci_lower"] = np.exp(cox.log_hr - z_ci * cox.se)
-    out["ci_upper"] = np.exp(cox.log_hr + z_ci * cox.se)
-    out["log_hr_se"] = cox.se
+    log_hr, se = _finite_cox(cox)
+    out["estimate"] = np.exp(log_hr)
+    out["ci_lower"] = np.exp(log_hr - z_ci * se)
+    out["ci_upper"] = np.exp(log_hr + z_ci * se)
+    out["log_hr_se"] = se
     return out
 
 
