@@ -22,6 +22,7 @@ node by node, over numpy arrays.
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,6 +263,8 @@ class _Checker:
                 number = float(value)
             except OverflowError:
                 raise ExprError(f"number too large: {self.segment(node)}") from None
+            if not math.isfinite(number):
+                raise ExprError(f"number too large: {self.segment(node)}")
             return ("const", number), _NUMBER
         if isinstance(value, str):
             return ("str", value), ("str", value)

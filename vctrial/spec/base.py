@@ -1,20 +1,47 @@
-"""Shared machinery of the typed specs: strict models, safe YAML loading, readable errors."""
+"""Shared machinery of the typed specs: strict models, safe YAML loading, readable errors.
+
+Every number in a spec must be finite: ``.nan`` or ``.inf`` (or a string such as ``'nan'`` or
+``'1e999'`` that becomes one) is refused where it is written, with its key path. A field whose
+meaning needs a non-finite value says so with ``Field(allow_inf_nan=True)`` and the reason in its
+description; optional bounds use ``None`` (key left out), never an infinity.
+
+YAML is read with the safe loader, plus three guards: a mapping key given twice is an error (YAML
+would silently keep the last); a document may nest at most :data:`MAX_YAML_DEPTH` collections deep;
+and it may expand to at most :data:`MAX_YAML_NODES` values, each use of an alias (``*name``) counting
+its anchored node again, so that a small file cannot explode into a huge one ("billion laughs").
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from vctrial.errors import SpecError
+from vctrial.spec import KINDS
+
+MAX_YAML_DEPTH = 100
+"""Deepest nesting of lists and mappings a spec file may have, aliases expanded (shipped files: at most 10)."""
+
+MAX_YAML_NODES = 1_000_000
+"""Most values (mapping keys, values, list items) a spec file may expand to, each alias use counted
+again (shipped files: at most a few hundred)."""
 
 
 class StrictModel(pydantic.BaseModel):
-    """A spec node: unknown keys are errors, values are validated on load, objects are frozen."""
+    """A spec node: unknown keys are errors, values are validated on load, objects are frozen.
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    Numbers must be finite (``allow_inf_nan=False`` applies to every float and int field, inside
+    lists, tuples, dicts and unions too); a field that needs ``inf`` or ``nan`` must say
+    ``Field(allow_inf_nan=True)`` and explain why in its description.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -37,9 +64,12 @@ def _reason(err: dict[str, Any], model: type[pydantic.BaseModel]) -> str:
         return "unknown key" + _valid_keys(err["loc"][:-1], model)
     if kind == "missing":
         return "required key is missing"
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
+    if kind == "finite_number":
+        msg = "must be a finite number"
+    else:
+        msg = err["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
     if "input" in err and kind not in ("model_type", "dict_type") and not isinstance(err["input"], (dict, list)):
         msg += f", got {err['input']!r}"
     return msg
@@ -73,28 +103,207 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing documents nested deeper than MAX_YAML_DEPTH while it composes them.
+
+    (Composing is recursive: without the bound a file of nested brackets ends in a RecursionError.)
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def _nested(self, compose, anchor):
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _TooDeep(self.peek_event().start_mark.line + 1)
+        try:
+            return compose(anchor)
+        finally:
+            self._depth -= 1
+
+    def compose_sequence_node(self, anchor):
+        return self._nested(super().compose_sequence_node, anchor)
+
+    def compose_mapping_node(self, anchor):
+        return self._nested(super().compose_mapping_node, anchor)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file with the safe loader; problems become SpecError."""
+    """Parse a YAML file with the safe loader; problems become SpecError.
+
+    Refused besides invalid YAML: text that is not UTF-8, a duplicate mapping key, nesting deeper
+    than :data:`MAX_YAML_DEPTH`, more than :data:`MAX_YAML_NODES` values once aliases are expanded, an
+    alias inside the node it names, and a top-level ``kind`` that is not a string.
+    """
     path = Path(path)
+    file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise SpecError(str(path), "", "file not found") from None
+        raise SpecError(file, "", "file not found") from None
     except OSError as exc:
-        raise SpecError(str(path), "", f"cannot be read ({exc.strerror})") from None
+        raise SpecError(file, "", f"cannot be read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SpecError(file, "", f"is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} "
+                        "(save the file as UTF-8)") from None
+    data = parse_yaml(text, file)
+    if isinstance(data, dict) and "kind" in data and not isinstance(data["kind"], str):
+        raise SpecError(file, "kind", f"must be one of {', '.join(KINDS)}, got {data['kind']!r}")
+    return data
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text with the safe loader and the guards of :func:`read_yaml`; problems become SpecError.
+
+    ``source`` names where the text came from (a file, or an option such as ``--sweep``) in errors.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_tree(node, source, loader)
+        return loader.construct_document(node)
+    except _TooDeep as exc:
+        raise SpecError(source, "", f"line {exc.line}: nested more than {MAX_YAML_DEPTH} lists or mappings deep "
+                        "(the limit for a spec file)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(str(path), "", f"invalid YAML: {where}{problem}") from None
+        raise SpecError(source, "", f"invalid YAML: {where}{problem}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_tree(root: Node, file: str, loader: yaml.SafeLoader) -> None:
+    """Refuse duplicate keys, recursive aliases, and documents too big or too deep once aliases are expanded.
+
+    Each distinct node is visited once (in document order, so an alias always names a node already
+    measured, or one still open: a cycle); sizes and heights are memoized, so an alias bomb is
+    measured without being expanded.
+    """
+    measured: dict[Node, tuple[int, int]] = {}  # node -> (values it expands to, nesting height)
+    open_nodes: set[Node] = set()
+
+    def where(loc: tuple[Any, ...], node: Node) -> str:
+        return key_path(loc) or f"line {node.start_mark.line + 1}"
+
+    def walk(node: Node, loc: tuple[Any, ...]) -> tuple[int, int]:
+        done = measured.get(node)
+        if done is not None:
+            return done
+        if node in open_nodes:
+            raise SpecError(file, where(loc, node), f"line {node.start_mark.line + 1}: an alias refers to a "
+                            "node that contains it (recursive structures are not allowed)")
+        if isinstance(node, ScalarNode):
+            return 1, 0
+        open_nodes.add(node)
+        size, height = 1, 0
+        if isinstance(node, SequenceNode):
+            for i, child in enumerate(node.value):
+                s, h = walk(child, (*loc, i))
+                size, height = size + s, max(height, h)
+        elif isinstance(node, MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = _scalar_key(key_node, loader)
+                name = str(key) if key is not None else "?"
+                if key is not None:
+                    line = key_node.start_mark.line + 1
+                    if key in first:
+                        raise SpecError(file, key_path((*loc, name)), f"duplicate key {key!r} on line {line} "
+                                        f"(first on line {first[key]}); YAML would silently keep the last")
+                    first[key] = line
+                for child in (key_node, value_node):
+                    s, h = walk(child, (*loc, name))
+                    size, height = size + s, max(height, h)
+        height += 1
+        open_nodes.discard(node)
+        if height > MAX_YAML_DEPTH:
+            raise SpecError(file, where(loc, node), f"nested more than {MAX_YAML_DEPTH} lists or mappings deep "
+                            "once its aliases are expanded (the limit for a spec file)")
+        if size > MAX_YAML_NODES:
+            raise SpecError(file, where(loc, node), f"expands to {size:,} values once its aliases (*name) are "
+                            f"expanded, more than the limit of {MAX_YAML_NODES:,} for a spec file")
+        measured[node] = (size, height)
+        return size, height
+
+    walk(root, ())
+
+
+def _scalar_key(node: Node, loader: yaml.SafeLoader) -> Any:
+    """The value of a plain mapping key, for spotting duplicates; None for merge (``<<``) and complex keys."""
+    if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:merge":
+        return None
+    key = loader.construct_object(node)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _floats(data: Any) -> Iterator[tuple[tuple[Any, ...], float]]:
+    """Every float in parsed YAML with its location, in document order (iterative: any depth)."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), data)]
+    while stack:
+        loc, node = stack.pop()
+        if isinstance(node, float):
+            yield loc, node
+        elif isinstance(node, dict):
+            stack.extend(((*loc, k), v) for k, v in reversed(list(node.items())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(((*loc, i), v) for i, v in reversed(list(enumerate(node))))
+
+
+def _allows_non_finite(model: type[pydantic.BaseModel], loc: tuple[Any, ...]) -> bool:
+    """True when a field on the way to ``loc`` is declared with ``Field(allow_inf_nan=True)``.
+
+    Parts that are not field names (list indices, dict keys) are stepped over, staying in the model.
+    """
+    annotation: Any = model
+    for part in loc:
+        current = _model_in(annotation)
+        if current is None:
+            return False
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            continue
+        if any(getattr(m, "allow_inf_nan", None) is True for m in field.metadata):
+            return True
+        annotation = field.annotation
+    return False
+
+
+def check_finite(data: Any, model: type[pydantic.BaseModel], file: str | Path) -> None:
+    """Refuse ``.nan``, ``.inf`` and ``-.inf`` anywhere in parsed YAML, unless the field allows them.
+
+    Runs before the model sees the data, so fields typed ``Any`` (values checked later) and custom
+    validators never receive a non-finite number, and the error names the key where it was written.
+    (Strings that become non-finite, such as ``'nan'`` or ``'1e999'``, are refused by the models.)
+    """
+    for loc, value in _floats(data):
+        if not math.isfinite(value) and not _allows_non_finite(model, loc):
+            raise SpecError(str(file), key_path(loc), f"must be a finite number, got {value!r}")
 
 
 def validate(data: Any, model: type[M], file: str | Path, context: dict[str, Any] | None = None) -> M:
     """Validate parsed YAML against ``model``; the first problem becomes one SpecError."""
     if not isinstance(data, dict):
         raise SpecError(str(file), "", f"expected a mapping at the top level, got {type(data).__name__}")
+    check_finite(data, model, file)
     try:
         return model.model_validate(data, context=context)
     except pydantic.ValidationError as exc:

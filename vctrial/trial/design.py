@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-import yaml
 
 from vctrial.errors import SpecError
 from vctrial.execute import ExecOptions, run_jobs, trial_job
 from vctrial.results import build_dataset, stack
-from vctrial.spec.base import read_yaml
+from vctrial.spec.base import parse_yaml, read_yaml
 from vctrial.spec.protocol import Protocol, load_protocol
 
 # existing dimensions, and keywords of Dataset.sel (a dimension named "method" could not be selected by name)
@@ -40,9 +39,9 @@ def parse_sweep_option(text: str) -> tuple[str, list[Any]]:
     values = []
     for item in _split_top(rest):
         try:
-            values.append(yaml.safe_load(item))
-        except yaml.YAMLError:
-            raise SpecError("--sweep", path, f"cannot read value {item!r}") from None
+            values.append(parse_yaml(item, "--sweep"))
+        except SpecError as exc:
+            raise SpecError("--sweep", path, f"cannot read value {item!r}: {exc.reason}") from None
     if not values or any(v is None and item.strip() == "" for v, item in zip(values, _split_top(rest))):
         raise SpecError("--sweep", path, "needs at least one value")
     return path, values
