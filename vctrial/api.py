@@ -53,7 +53,7 @@ def load(path: PathLike) -> CohortSpec | DiseaseSpec | Protocol | PopulationScen
     kind = data.get("kind") if isinstance(data, dict) else None
     loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol, "population": load_population,
                "patient": _load_patient_alone}
-    if kind not in loaders:
+    if not isinstance(kind, str) or kind not in loaders:
         raise SpecError(str(path), "kind", f"must be one of {', '.join(loaders)}, got {kind!r}")
     return loaders[kind](path)
 
@@ -234,7 +234,8 @@ def twin(patient: PathLike, protocol: PathLike, horizon_years: float = 10.0, dra
 
 def _kind(path: PathLike) -> str | None:
     data = read_yaml(path)
-    return data.get("kind") if isinstance(data, dict) else None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _sweep_dims(ds: xr.Dataset) -> list[str]:
