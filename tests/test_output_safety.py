@@ -47,6 +47,8 @@ TWIN_BATCH = ["twin", "patients/hf_clinic.csv", "--protocol", "patients/hf_dapag
     (TWIN_BATCH + ["--out", "patients/hf_clinic.csv"], "--out", "input"),
     (TWIN_BATCH + ["--out", "x.nc", "--table", "patients/hf_clinic.csv"], "--table", "input"),
     (TWIN_BATCH + ["--out", "x.nc", "--table", "x.nc"], "--table", "also the --out output"),
+    (["run", "protocols/t2d_hba1c.yaml", "--replicates", 2, "--out", "protocols/t2d_hba1c.yaml/r.nc"], "--out",
+     "which is a file, not a folder"),
     (["twin", "patients/t2d_patient.yaml", "--protocol", "patients/t2d_empagliflozin_options.yaml", "--draws", 100,
       "--out", "cohorts/t2d.yaml"], "--out", "input"),
 ])

@@ -279,6 +279,20 @@ def check_outputs(outputs: dict[str, str | Path | None], inputs: list[str | Path
             raise SpecError("command line", option, f"{out} is also the {taken[target]} output; give each output "
                             "its own file")
         taken[target] = option
+        _check_writable(option, Path(out))
+
+
+def _check_writable(option: str, out: Path) -> None:
+    """The output's folder exists or can be made, and can be written (checked before simulating)."""
+    from vctrial.errors import SpecError
+
+    folder = Path(os.path.abspath(out)).parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SpecError("command line", option, f"{out} would be under {folder}, which is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SpecError("command line", option, f"cannot write in {folder} (no permission)")
 
 
 def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
