@@ -102,3 +102,11 @@ def test_a_trial_without_events_in_both_arms_reports_no_estimate_instead_of_a_ru
     assert np.nanmax(np.abs(np.log(estimate))) < 20  # no runaway 1e22 hazard ratios
     line = next(x for x in api.report(ds).splitlines() if "no estimate" in x)
     assert int(line.split()[-1]) == np.isnan(estimate).sum()
+
+
+def test_a_replicate_where_nobody_is_randomized_has_no_duration_rather_than_minus_infinity():
+    from vctrial.trial.run import _last_entry
+
+    entry = np.array([[3.0, np.inf, 7.5], [np.inf, np.inf, np.inf]])
+    last = _last_entry(entry)
+    assert last[0] == 7.5 and np.isnan(last[1])

@@ -343,8 +343,13 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     lo, hi = binomial_interval(int(cover[judged].sum()), int(judged.sum()))
     rows.append(("CI coverage of true effect", cover[judged].mean() if judged.any() else np.nan, lo, hi))
     dur = ds["duration_months"].values
-    dhalf = 1.96 * dur.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
-    rows.append(("duration (months, mean)", dur.mean(), dur.mean() - dhalf, dur.mean() + dhalf))
+    known = np.isfinite(dur)
+    if not known.all():
+        rows.append(("no duration (nobody randomized)", float(n - known.sum()), np.nan, np.nan))
+    dur = dur[known]
+    dhalf = 1.96 * dur.std(ddof=1) / np.sqrt(dur.size) if dur.size > 1 else np.nan
+    mean_dur = dur.mean() if dur.size else np.nan
+    rows.append(("duration (months, mean)", mean_dur, mean_dur - dhalf, mean_dur + dhalf))
     if "n_events" in ds:
         ev = ds["n_events"].sum("arm").values
         rows.append(("events at analysis (mean)", ev.mean(), np.nan, np.nan))

@@ -181,8 +181,11 @@ def _assigned(x: np.ndarray, arm: np.ndarray) -> np.ndarray:
 
 
 def _last_entry(entry: np.ndarray) -> np.ndarray:
-    """(R,) calendar month of the last randomization."""
-    return np.where(np.isfinite(entry), entry, -np.inf).max(axis=1)
+    """(R,) calendar month of the last randomization; NaN in a replicate where nobody was randomized
+    (e.g. sites that never recruit), so its duration is NaN rather than −inf."""
+    enrolled = np.isfinite(entry)
+    last = np.where(enrolled, entry, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(enrolled.any(axis=1), last, np.nan)
 
 
 # --------------------------------------------------------------------------------------------
