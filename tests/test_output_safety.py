@@ -102,3 +102,9 @@ def test_table_cells_a_spreadsheet_would_run_are_written_as_text(tree):
     assert {"'=HYPERLINK(\"x\")", "'@SUM(A1)"} <= set(table["patient"])
     assert not any(str(v).startswith(("=", "+", "@")) for col in table.columns for v in table[col]
                    if isinstance(v, str))
+
+
+def test_rank_by_for_one_patient_is_refused_rather_than_ignored(tree):
+    proc = vctrial("twin", "patients/t2d_patient.yaml", "--protocol", "patients/t2d_empagliflozin_options.yaml",
+                   "--draws", 100, "--rank-by", "qalys", "--out", "t.nc", cwd=tree)
+    assert proc.returncode == 2 and "command line: --rank-by:" in proc.stderr and not (tree / "t.nc").exists()

@@ -896,6 +896,8 @@ def run_command(patient_file: str, protocol_file: str, horizon_years: float, dra
             raise SpecError(str(path), "", "an output must be a file name, not a folder")
     if table and not batch:
         raise SpecError("command line", "--table", "a ranked table is made for a batch CSV of patients")
+    if rank_by is not None and not batch:
+        raise SpecError("command line", "--rank-by", "ranks the patients of a batch CSV; one patient has no ranking")
     if batch and rank_by is not None:
         from vctrial.spec.protocol import load_protocol
 
