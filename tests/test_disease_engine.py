@@ -360,3 +360,20 @@ def test_the_twins_measurements_move_event_risks_through_the_joint_terms(tmp_pat
     se = math.sqrt(sum(p * (1 - p) / n for p in risks))
     assert forecasts[0] - forecasts[1] > 0.5, forecasts
     assert risks[0] - risks[1] > 3 * se, (risks, se)
+
+
+def test_an_intensification_rule_below_a_threshold_adds_therapy_until_its_limit():
+    """A value kept below the threshold (no noise, no process) adds a therapy at each visit up to
+    max_times; the additions move the true value by their shift from the visit on."""
+    data = {"states": [{"name": "alive"}, {"name": "dead", "absorbing": True}], "initial_state": "alive",
+            "transitions": [{"name": "death", "from": "alive", "to": "dead", "rate_per_year": 1e-6}],
+            "biomarkers": [{"name": "m", "intercept": 5.0, "intensification": {
+                "every_months": 6, "below": 6.5, "shift": 1.0, "max_times": 2}}]}
+    s = spec(data)
+    R, n, T = 1, 50, 24
+    markers = bm.marker_inputs(s.biomarkers, None, (R, n), 1, np.arange(R), np.zeros((1, 1)), np.zeros((1, 1)),
+                               np.arange(T + 1))
+    paths = ms.simulate(ms.compile_model(s), ms.patient_rates(s, None, (R, n)), np.ones((1, 1, T)),
+                        np.zeros((R, n)), np.zeros((R, n)), T, 1, np.arange(R), markers=markers)
+    assert (paths.added[0, :, 0, 0] == 2).all()  # at months 6 (5 < 6.5) and 12 (6 < 6.5), not at 18 (7)
+    np.testing.assert_allclose(paths.marker_true[0, 0, 0, 0, [0, 5, 6, 11, 12, 24]], [5, 5, 5, 6, 6, 7])

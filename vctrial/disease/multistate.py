@@ -348,39 +348,37 @@ def simulate(
         if sw[0].shape != (R, n, A) or sw[5].shape != (R, n, A):
             raise ValueError("switching: step and trigger_ok must have shape (R, n, A)")
     B = len(model.marker_names)
-    needs_markers = model.has_links or model.has_intensification
-    if markers is None:
-        if needs_markers:
-            raise ValueError("this disease model's hazards or rules use biomarkers: pass markers")
-        mk = (np.zeros((1, 1, 1)),) * 3 + (np.zeros((1, A, 1)),) * 2 + (np.zeros(0, np.int64),)
-        process = np.zeros((1, len(PROCESS_COLUMNS)))
-        streams = np.zeros((1, 2), np.uint64)
-        use_markers = False
-    else:
-        shift = np.asarray(markers.shift, np.float64)
-        slope = np.asarray(markers.slope_change, np.float64)
+    use_markers = markers is not None and B > 0
+    if markers is None and (model.has_links or model.has_intensification):
+        raise ValueError("this disease model's hazards or rules use biomarkers: pass markers")
+    mk = None
+    record = np.full(n_steps + 1, -1, np.int64)
+    V = 0
+    if use_markers:
+        shift, slope = (np.asarray(x, np.float64) for x in (markers.shift, markers.slope_change))
         shift, slope = (x[None] if x.ndim == 2 else x for x in (shift, slope))
         mk = tuple(np.ascontiguousarray(x, np.float64) for x in (markers.mean0, markers.b0, markers.b1, shift, slope))
-        mk += (np.ascontiguousarray(markers.record_steps, np.int64),)
+        steps = np.ascontiguousarray(markers.record_steps, np.int64)
         if any(x.shape != (R, n, B) for x in mk[:3]) or mk[3].shape[1:] != (A, B) or mk[4].shape[1:] != (A, B):
             raise ValueError("markers: arrays do not match (R, n, B) and (A, B)")
-        if mk[5].size and (mk[5].min() < 0 or mk[5].max() > n_steps or np.any(np.diff(mk[5]) <= 0)):
+        if steps.size and (steps.min() < 0 or steps.max() > n_steps or np.any(np.diff(steps) <= 0)):
             raise ValueError("markers.record_steps must be increasing steps within 0..n_steps")
-        process = model.process
+        V = steps.shape[0]
+        record[steps] = np.arange(V)
         streams = np.array([[rng.stream_id(f"biomarker:{name}:process"), rng.stream_id(f"biomarker:{name}:residual")]
-                            for name in model.marker_names], np.uint64).reshape(B, 2)
-        use_markers = B > 0
-    V = mk[5].shape[0]
-    record = np.full(n_steps + 1, -1, np.int64)
-    record[mk[5]] = np.arange(V)
+                            for name in model.marker_names], np.uint64)
+        mk += (record, model.process, streams, marker_time_table(model, n_steps), model.link_value,
+               model.link_reference, model.link_slope, link_groups(model))
     tf = time_factor(model, n_steps)
-    if switching is None and (tf != 1.0).any():  # time on treatment is time on study: fold the two
+    if not (tf != 1.0).any():
+        tf = np.zeros((0, 0))  # no ageing or time shape: the kernel skips the factor
+    elif switching is None:  # time on treatment is time on study: fold the factor into the treatment's
         hr = hr[..., :n_steps] * tf
-        tf = np.ones((0, 0))
+        tf = np.zeros((0, 0))
     first, death, occ, tis, count, true, added, overflow = _simulate_kernel(
         np.ascontiguousarray(rate, np.float64),
         np.ascontiguousarray(hr),
-        np.ascontiguousarray(tf) if (tf != 1.0).any() else np.zeros((0, 0)),
+        np.ascontiguousarray(tf),
         np.ascontiguousarray(age, np.float64),
         np.ascontiguousarray(female, np.int64),
         model.bg_hazard,
@@ -405,9 +403,7 @@ def simulate(
         switching is not None,
         *sw,
         V,
-        None if not use_markers else mk[:5] + (record, process, streams, marker_time_table(model, n_steps),
-                                                model.link_value, model.link_reference, model.link_slope,
-                                                link_groups(model)),
+        mk,
     )
     if overflow:
         raise ValueError(f"more than {MAX_EVENTS_PER_STEP} events of one patient fell in one step: use a smaller "
