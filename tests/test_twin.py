@@ -664,3 +664,8 @@ def test_batch_figure_ranks_patients(tmp_path):
     image = rendered(fig)
     assert name == "twin_ranking" and image[..., :3].std() > 0.05
     assert sorted(json.loads(ds.attrs["endpoint_events"])) == sorted(protocol.spec.endpoint.events)
+
+
+def test_a_rounding_level_risk_difference_has_no_number_needed_to_treat():
+    assert twin.nnt_text(-8.7e-19, -0.08, 0.06) == "none"
+    assert twin.nnt_text(-0.05, -0.08, -0.02).startswith("NNTB 20")

@@ -702,13 +702,17 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["option", "outcome"])
 
 
+NNT_ZERO = 1e-9
+"""A risk difference smaller than this is rounding in the mean of paired differences, not a difference."""
+
+
 def nnt_text(diff: float, lo: float, hi: float) -> str:
     """Number needed to treat for a risk difference and its interval (Altman, BMJ 1998;317:1309).
 
     A negative difference (fewer events) gives an NNT to benefit (NNTB), a positive one to harm
     (NNTH); an interval that includes 0 runs from NNTB through infinity to NNTH.
     """
-    if not np.isfinite(diff) or diff == 0:
+    if not np.isfinite(diff) or abs(diff) < NNT_ZERO:
         return "none"
     point = f"{'NNTB' if diff < 0 else 'NNTH'} {1 / abs(diff):.0f}"
     if not (np.isfinite(lo) and np.isfinite(hi)):
