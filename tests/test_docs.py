@@ -113,7 +113,8 @@ def test_schema_command_prints_a_usable_schema_for_every_kind():
     shipped = {"population": ROOT / "protocols" / "pop_flu_vaccination.yaml",
                "patient": ROOT / "patients" / "t2d_patient.yaml",
                "cohort": ROOT / "cohorts" / "t2d.yaml", "disease": ROOT / "diseases" / "t2d.yaml",
-               "trial": ROOT / "protocols" / "t2d_hba1c.yaml"}
+               "trial": ROOT / "protocols" / "t2d_hba1c.yaml", "calibration": ROOT / "calibration" / "hfref.yaml",
+               "validation": ROOT / "tests" / "data" / "validation" / "dapa_hf_check.yaml"}
     for kind, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, (kind, err)

@@ -224,6 +224,35 @@ def bounds(looks: int, alpha: float = 0.025, spending: str = "obf", gamma: float
                          "cumulative_alpha": b.alpha_spent}, index=pd.RangeIndex(1, b.looks + 1, name="look"))
 
 
+def check(files: list[PathLike] | PathLike, replicates: int | None = None, seed: int | None = None, *,
+          out: PathLike | None = None, report: PathLike | None = None, workers: int | None = 0,
+          progress: bool = True, exec_options: ExecOptions | None = None) -> list[xr.Dataset]:
+    """External validation: each validation file's studies simulated, every published figure against
+    the simulated ones (see :mod:`vctrial.study.check`). ``out`` (one file) writes the comparison as
+    netCDF; ``report`` writes all tables as Markdown. Every file is loaded and checked before anything
+    is simulated."""
+    from vctrial.results import check_outputs
+    from vctrial.spec.study import load_study
+    from vctrial.study.check import markdown, run_validation
+
+    files = [files] if isinstance(files, (str, Path)) else list(files)
+    studies = [load_study(f) for f in files]
+    for f, s in zip(files, studies):
+        if s.spec.kind != "validation":
+            raise SpecError(str(f), "kind", f"vctrial check takes validation files, got {s.spec.kind} "
+                            "(calibration files run with vctrial calibrate)")
+    check_outputs({"--out": out, "--report": report}, files)
+    options = exec_options or ExecOptions(workers=workers, progress=progress)
+    results = [run_validation(s, replicates, seed, options) for s in studies]
+    if out is not None:
+        write(results[0], out)
+    if report is not None:
+        from vctrial.results import write_text
+
+        write_text("\n".join(markdown(ds) for ds in results), report)
+    return results
+
+
 def twin(patient: PathLike, protocol: PathLike, horizon_years: float = 10.0, draws: int | None = None,
          seed: int = 1, **kwargs: Any) -> xr.Dataset:
     """What may happen to one patient (YAML) or a batch (CSV) under each arm of a protocol."""

@@ -112,6 +112,42 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """``vctrial check``: validation files, each a published study against its simulation; exit 1 on a failure."""
+    from vctrial import api
+
+    if args.out is not None and len(args.files) > 1:
+        raise SpecError("--out", "", "names one results file: give one validation file with it")
+    results = api.check(args.files, replicates=args.replicates, seed=args.seed, out=args.out, report=args.report,
+                        exec_options=execution_options(args, args.out))
+    from vctrial.study.check import format_validation
+
+    for ds in results:
+        print(format_validation(ds))
+        print()
+    for path in (args.out, args.report):
+        if path is not None:
+            print(f"wrote {path}")
+    failed = [ds.attrs["file"] for ds in results if not bool(ds.passed.all())]
+    if failed:
+        print(f"vctrial: {len(failed)} of {len(results)} validation file{'s' * (len(results) != 1)} with figures "
+              f"outside their tolerance: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_RUN
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    """``vctrial calibrate``: fit a disease file to published targets; writes results and a new disease file."""
+    from vctrial.study.calibrate import format_fit, run_command
+
+    ds, disease_out = run_command(args.file, args.out, args.disease_out, args.replicates, args.seed,
+                                  execution_options(args, args.out))
+    print(format_fit(ds))
+    print(f"wrote {args.out}")
+    print(f"wrote {disease_out}")
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     import json
 
@@ -195,6 +231,30 @@ def parser() -> argparse.ArgumentParser:
     add_execution_options(twin)
     twin.set_defaults(func=_twin)
 
+    chk = sub.add_parser("check", help="external validation: simulate published studies (validation files) and "
+                                        "compare every reported figure; exit 1 when one is outside its tolerance")
+    chk.add_argument("files", nargs="+", help="validation YAML files (kind: validation)")
+    chk.add_argument("--replicates", "-n", type=_at_least_two, default=None,
+                     help="simulated studies per file (default: the file's replicates)")
+    chk.add_argument("--seed", "-s", type=_seed, default=None, help="root random seed (default: the file's seed)")
+    chk.add_argument("--out", "-o", default=None, help="write the comparison (one file) as netCDF, for vctrial plot")
+    chk.add_argument("--report", default=None, help="write every file's table as Markdown (e.g. docs/validation.md)")
+    chk.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_execution_options(chk)
+    chk.set_defaults(func=_check)
+
+    cal = sub.add_parser("calibrate", help="fit a disease file's free parameters to published targets "
+                                           "(a calibration file); writes the fit and a new disease file")
+    cal.add_argument("file", help="calibration YAML file (kind: calibration)")
+    cal.add_argument("--out", "-o", default="calibration.nc", help="the fit as netCDF (default calibration.nc)")
+    cal.add_argument("--disease-out", default=None, help="the calibrated disease file (default: --out with .yaml)")
+    cal.add_argument("--replicates", "-n", type=_at_least_two, default=None,
+                     help="simulated studies per candidate (default: the file's replicates)")
+    cal.add_argument("--seed", "-s", type=_seed, default=None, help="root random seed (default: the file's seed)")
+    cal.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_execution_options(cal)
+    cal.set_defaults(func=_calibrate)
+
     from vctrial.spec import KINDS
 
     schema = sub.add_parser("schema", help="print the JSON Schema of a file kind (for editors)")
@@ -269,6 +329,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {value}")
     return value
 
 

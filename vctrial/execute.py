@@ -109,6 +109,8 @@ class ExecOptions:
             simulates; sets memory per task and the number of tasks, never the results.
         threads_per_task: CPUs (and numba threads) each Ray task takes.
         max_retries: times Ray reruns a task whose worker or node was lost.
+        shared_parts: ``out``'s part folder is shared by many calls of one command (a calibration's
+            candidates): look only for this call's chunks, and say nothing of the others.
     """
 
     workers: int | None = 0
@@ -120,6 +122,7 @@ class ExecOptions:
     chunk_patients: int = PATIENTS_PER_CHUNK
     threads_per_task: int = 1
     max_retries: int = 3
+    shared_parts: bool = False
 
 
 class JobResults(list):
@@ -183,7 +186,7 @@ def run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions =
     parts = _Parts(Path(options.out), jobs, seed) if options.out is not None else None
     done: dict[_Task, dict[str, np.ndarray]] = {}
     if parts is not None:
-        done = parts.reuse(tasks) if options.resume else parts.refuse_overwrite(tasks)
+        done = parts.reuse(tasks, options.shared_parts) if options.resume else parts.refuse_overwrite(tasks)
     todo = [t for t in tasks if t not in done]
     result = JobResults()
     result.reused = len(done)
@@ -617,17 +620,22 @@ class _Parts:
             raise ValueError("corrupted: its arrays do not match the checksum in its header")
         return arrays
 
-    def reuse(self, tasks: list[_Task]) -> dict[_Task, dict[str, np.ndarray]]:
-        """Load every part file that matches a chunk of this run; report the others."""
+    def reuse(self, tasks: list[_Task], shared: bool = False) -> dict[_Task, dict[str, np.ndarray]]:
+        """Load every part file that matches a chunk of this run; report the others (unless the folder is
+        ``shared`` by several calls of one command: then only this call's chunks are looked at)."""
         found: dict[_Task, dict[str, np.ndarray]] = {}
         if not self.folder.is_dir():
-            log.info("resume: no part files in %s; computing everything", self.folder)
+            if not shared:
+                log.info("resume: no part files in %s; computing everything", self.folder)
             return found
         expected = {self.path(t).name: t for t in tasks}
-        for stale in self.folder.glob(".*.tmp"):  # left by an interrupted write
-            stale.unlink(missing_ok=True)
+        if not shared:
+            for stale in self.folder.glob(".*.tmp"):  # left by an interrupted write
+                stale.unlink(missing_ok=True)
         other = 0
-        for path in sorted(self.folder.iterdir()):
+        names = sorted(self.folder.iterdir()) if not shared else [self.folder / n for n in expected
+                                                                   if (self.folder / n).exists()]
+        for path in names:
             task = expected.get(path.name)
             if task is None:
                 other += 1
@@ -641,7 +649,8 @@ class _Parts:
         if other:
             log.warning("%s: %d file%s not part of this run (another spec, seed, replicate count or version); "
                         "not used", self.folder, other, "s are" if other != 1 else " is")
-        log.info("resume: reusing %d of %d chunks from %s", len(found), len(tasks), self.folder)
+        if not shared:
+            log.info("resume: reusing %d of %d chunks from %s", len(found), len(tasks), self.folder)
         return found
 
     def refuse_overwrite(self, tasks: list[_Task]) -> dict[_Task, dict[str, np.ndarray]]:

@@ -195,6 +195,22 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
+def write_text(text: str, path: str | Path) -> Path:
+    """Write a text file atomically (a temporary file in the same folder, renamed when complete)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 _PART_NAME = re.compile(r"^[0-9a-f]{24}\.\d{9}-\d{9}\.npz$")
 
 

@@ -12,6 +12,8 @@ KINDS: dict[str, str] = {
     "trial": "vctrial.spec.protocol:TrialProtocol",
     "population": "vctrial.spec.population:PopulationSpec",
     "patient": "vctrial.spec.patient:PatientSpec",
+    "validation": "vctrial.spec.study:ValidationSpec",
+    "calibration": "vctrial.spec.study:CalibrationSpec",
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field
@@ -242,6 +242,9 @@ class DiseaseSpec(StrictModel):
     background_mortality: BackgroundMortality | None = Field(
         None, description="competing death from other causes by age and sex (null: none)")
     biomarkers: list[Biomarker] = Field([], description="continuous measurements following linear mixed models")
+    calibration: dict[str, Any] | None = Field(None, description=(
+        "provenance written by vctrial calibrate: calibration file, targets, method, seed and fit (not read by "
+        "the simulation)"))
     _path: Path | None = pydantic.PrivateAttr(default=None)
 
     @property

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -50,6 +51,22 @@ def hazard_ratios(protocol: Protocol, n_steps: int) -> np.ndarray:
 
 def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dict[str, np.ndarray]:
     """Simulate the trials with the given replicate indices; arrays lead with the replicate axis."""
+    trial, cohort, out = simulate_patients(protocol, seed, replicates)
+    spec = protocol.spec
+    if spec.endpoint.type == "time_to_event":
+        out.update(_time_to_event(trial))
+    else:
+        out.update(_biomarker_change(trial, cohort, seed, replicates))
+    if "reject" not in out:
+        out["reject"] = out["p_value"] < spec.analysis.alpha
+    if spec.looks is not None:  # a trial stopped at an interim look randomizes no one after it
+        out["n_randomized"] = out["n_enrolled"]
+    return out
+
+
+def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray) -> tuple[Trial, Any, dict[str, np.ndarray]]:
+    """Every patient of the trials up to the analysis: (per-patient arrays, the cohort, per-replicate
+    counts of screening, randomization and occupancy)."""
     spec = protocol.spec
     replicates = np.asarray(replicates, np.int64)
     R, n = len(replicates), spec.sample_size
@@ -95,16 +112,7 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     out["imbalance"] = counts[:, 1] - share * counts.sum(axis=1)
     if strata is not None:
         out["max_stratum_imbalance"] = randomization.strata_balance(arm, strata, weights)
-    trial = _Trial(protocol, entry, enrolled, arm, dropout, paths)
-    if spec.endpoint.type == "time_to_event":
-        out.update(_time_to_event(trial))
-    else:
-        out.update(_biomarker_change(trial, cohort, seed, replicates))
-    if "reject" not in out:
-        out["reject"] = out["p_value"] < spec.analysis.alpha
-    if spec.looks is not None:  # a trial stopped at an interim look randomizes no one after it
-        out["n_randomized"] = out["n_enrolled"]
-    return out
+    return Trial(protocol, entry, enrolled, arm, dropout, paths), cohort, out
 
 
 def biomarker_effects(protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +148,7 @@ def _markers(protocol: Protocol, cohort, shape, seed, replicates) -> multistate.
 
 
 @dataclass(frozen=True)
-class _Trial:
+class Trial:
     """Per-patient arrays of a batch: calendar entry (inf = never enrolled), arm, losses, paths."""
 
     protocol: Protocol
@@ -193,22 +201,13 @@ def _last_entry(entry: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _time_to_event(trial: _Trial) -> dict[str, np.ndarray]:
+def _time_to_event(trial: Trial) -> dict[str, np.ndarray]:
     protocol = trial.protocol
     spec = protocol.spec
-    events = [protocol.disease.event_names.index(e) for e in spec.endpoint.events]
-    t_ep_all = observation.endpoint_times(trial.paths.first_time, np.array(events, np.int64))
-    t_ep = _assigned(t_ep_all, trial.arm)
-    death = _assigned(trial.paths.death_time, trial.arm)
-    t_loss = np.minimum(trial.dropout, death)
-    fu = spec.follow_up
+    t_ep_all, t_ep, t_loss = endpoint_data(trial, list(spec.endpoint.events))
     entry = trial.entry
-    if fu.type == "event_driven":
-        targets = _event_targets(spec)
-        dates = np.stack([observation.event_driven_dates(entry, t_ep, t_loss, d, fu.max_duration_months)
-                          for d in targets], axis=1)
-    else:
-        dates = (_last_entry(entry) + fu.duration_months)[:, None]
+    targets = _event_targets(spec) if spec.follow_up.type == "event_driven" else []
+    dates = look_dates(trial, t_ep, t_loss)
     looks = [_tte_cut(trial, t_ep_all, t_ep, t_loss, dates[:, k]) for k in range(dates.shape[1])]
     if spec.looks is None:
         res = looks[0]
@@ -231,6 +230,38 @@ def _time_to_event(trial: _Trial) -> dict[str, np.ndarray]:
     return out
 
 
+def endpoint_data(trial: Trial, events: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R, n, A) first time of any of ``events`` under every arm; (R, n) the same under the patient's own
+    arm, and the time they are lost (dropout or death)."""
+    codes = np.array([trial.protocol.disease.event_names.index(e) for e in events], np.int64)
+    t_all = observation.endpoint_times(trial.paths.first_time, codes)
+    t_loss = np.minimum(trial.dropout, _assigned(trial.paths.death_time, trial.arm))
+    return t_all, _assigned(t_all, trial.arm), t_loss
+
+
+def look_dates(trial: Trial, t_ep: np.ndarray, t_loss: np.ndarray) -> np.ndarray:
+    """(R, looks) calendar date of each analysis: by the endpoint's event counts (event-driven
+    follow-up), or the last randomization plus the fixed follow-up."""
+    spec = trial.protocol.spec
+    fu = spec.follow_up
+    if fu.type == "event_driven":
+        return np.stack([observation.event_driven_dates(trial.entry, t_ep, t_loss, d, fu.max_duration_months)
+                         for d in _event_targets(spec)], axis=1)
+    return (_last_entry(trial.entry) + fu.duration_months)[:, None]
+
+
+def final_data(trial: Trial, events: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(time, event, include, follow) for the first of ``events`` at the trial's final analysis, as the
+    published report of a study analyses them; ``follow`` is each patient's potential follow-up."""
+    _, t_primary, t_loss = endpoint_data(trial, list(trial.protocol.spec.endpoint.events))
+    date = look_dates(trial, t_primary, t_loss)[:, -1]
+    _, t_ep, _ = endpoint_data(trial, events)
+    time, event, include = _cut_data(trial, t_ep, t_loss, date)
+    fu = trial.protocol.spec.follow_up
+    follow = (date[:, None] - trial.entry) if fu.type == "event_driven" else np.full(trial.entry.shape, fu.duration_months)
+    return time, event, include, np.where(include, follow, 0.0)
+
+
 def _event_targets(spec) -> list[int]:
     """Event counts at the looks: ceil(fraction × target) (just the target without looks)."""
     D = spec.follow_up.target_events
@@ -239,7 +270,7 @@ def _event_targets(spec) -> list[int]:
     return [max(1, int(math.ceil(f * D - 1e-9))) for f in spec.looks.information_fractions]
 
 
-def _cut_data(trial: _Trial, t_ep, t_loss, date):
+def _cut_data(trial: Trial, t_ep, t_loss, date):
     """(time, event, include) at the calendar cut ``date`` (R,), or per-patient fixed follow-up."""
     fu = trial.protocol.spec.follow_up
     entry = trial.entry
@@ -255,7 +286,7 @@ def _cut_data(trial: _Trial, t_ep, t_loss, date):
     return time, event & include, include
 
 
-def _tte_cut(trial: _Trial, t_ep_all, t_ep, t_loss, date) -> dict[str, np.ndarray]:
+def _tte_cut(trial: Trial, t_ep_all, t_ep, t_loss, date) -> dict[str, np.ndarray]:
     """The primary analysis, the counterfactual truth and the counts at one cut."""
     spec = trial.protocol.spec
     A = len(spec.arms)
@@ -444,7 +475,7 @@ def _per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, rea
 # --------------------------------------------------------------------------------------------
 
 
-def _biomarker_change(trial: _Trial, cohort, seed, replicates):
+def _biomarker_change(trial: Trial, cohort, seed, replicates):
     protocol = trial.protocol
     spec = protocol.spec
     ep = spec.endpoint

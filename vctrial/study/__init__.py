@@ -1,0 +1,2 @@
+"""Published figures against simulated ones: validation suites (``vctrial check``) and calibration
+(``vctrial calibrate``)."""

@@ -1,0 +1,93 @@
+"""Published figures computed from simulated studies, one value per replicate.
+
+A study is an ordinary trial protocol; its patients are simulated by the trial engine
+(:func:`vctrial.trial.run.simulate_patients`) and each figure is computed the way a paper computes
+it: at the final analysis, from what was observed by then (with dropout and administrative
+censoring), in the arm the figure names. ``life_expectancy`` alone reads the uncensored paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vctrial.spec.protocol import Protocol
+from vctrial.spec.study import Figure
+from vctrial.trial import analysis
+from vctrial.trial.run import Trial, _assigned, final_data, simulate_patients
+
+MEDIAN_GRID_MONTHS = 0.05  # resolution of Kaplan-Meier medians
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """What a task needs to compute a study's figures: the protocol and the figures read from it."""
+
+    protocol: Protocol
+    figures: tuple[Figure, ...]
+
+
+def figures_chunk(job: StudyJob, seed: int, replicates: np.ndarray) -> dict[str, np.ndarray]:
+    """(R,) value of every figure in each simulated study (NaN where it cannot be estimated, e.g. a
+    median survival not reached)."""
+    trial, _, _ = simulate_patients(job.protocol, seed, np.asarray(replicates, np.int64))
+    return {f.name: figure_values(trial, f) for f in job.figures}
+
+
+def figure_values(trial: Trial, fig: Figure) -> np.ndarray:
+    """(R,) the figure in each replicate of a batch of simulated studies."""
+    arms = [a.name for a in trial.protocol.spec.arms]
+    a = arms.index(fig.arm) if fig.arm is not None else 0
+    m = fig.measure
+    if m == "life_expectancy":
+        horizon = trial.protocol.spec.horizon_months
+        death = np.minimum(_assigned(trial.paths.death_time, trial.arm), horizon)
+        mask = trial.enrolled & (trial.arm == a)
+        return _ratio(np.where(mask, death, 0.0).sum(axis=1) / 12.0, mask.sum(axis=1))
+    if m == "median_follow_up":
+        return _median_follow_up(trial, a)
+    time, event, include, _ = final_data(trial, list(fig.events))
+    mask = include & (trial.arm == a)
+    if m == "proportion":
+        return _ratio((event & mask).sum(axis=1), mask.sum(axis=1))
+    if m == "rate_per_100py":
+        return 100.0 * _ratio((event & mask).sum(axis=1), np.where(mask, time, 0.0).sum(axis=1) / 12.0)
+    if m in ("cumulative_incidence", "survival"):
+        s = analysis.kaplan_meier(time, event, mask, np.array([fig.at_month]))[:, 0]
+        s = np.where(np.where(mask, time, 0.0).max(axis=1) >= fig.at_month, s, np.nan)  # not estimable beyond follow-up
+        return 1.0 - s if m == "cumulative_incidence" else s
+    if m == "median_time":
+        return _km_median(time, event, mask, trial.protocol.spec.horizon_months)
+    if m == "hazard_ratio":
+        pair = include & ((trial.arm == 0) | (trial.arm == a))
+        cox = analysis.cox_hr(time, event, (trial.arm == a).astype(np.int8), pair)
+        ok = cox.converged & np.isfinite(cox.log_hr)
+        return np.where(ok, np.exp(np.where(ok, cox.log_hr, 0.0)), np.nan)
+    raise ValueError(f"unknown measure {m!r}")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+
+def _km_median(time, event, include, horizon: float) -> np.ndarray:
+    """Kaplan-Meier median (first time S <= 0.5), NaN where it is not reached."""
+    grid = np.arange(0.0, horizon + MEDIAN_GRID_MONTHS, MEDIAN_GRID_MONTHS)
+    s = analysis.kaplan_meier(time, event, include, grid)
+    below = s <= 0.5
+    first = np.argmax(below, axis=1)
+    last = np.where(include, time, 0.0).max(axis=1)
+    reached = below.any(axis=1) & (grid[first] <= last)
+    return np.where(reached, grid[first], np.nan)
+
+
+def _median_follow_up(trial: Trial, a: int) -> np.ndarray:
+    """Reverse Kaplan-Meier median follow-up: the end of follow-up is the 'event', death censors it."""
+    time, _, include, follow = final_data(trial, list(trial.protocol.spec.endpoint.events))
+    death = _assigned(trial.paths.death_time, trial.arm)
+    end = np.minimum(np.minimum(death, trial.dropout), follow)
+    ended_alive = end < death
+    mask = include & (trial.arm == a)
+    return _km_median(np.where(mask, end, 0.0), ended_alive & mask, mask, trial.protocol.spec.horizon_months)
