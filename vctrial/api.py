@@ -35,7 +35,7 @@ from vctrial.spec.protocol import Protocol, load_protocol
 __all__ = [
     "load", "load_cohort", "load_disease", "load_protocol", "load_population", "validate", "synthesize",
     "run", "compare", "sweep", "summarize", "report", "figures", "save_figures", "write", "open_results",
-    "bounds", "twin",
+    "bounds", "twin", "check", "calibrate",
 ]
 
 PathLike = str | Path
@@ -51,8 +51,10 @@ def load(path: PathLike) -> CohortSpec | DiseaseSpec | Protocol | PopulationScen
     """Load and validate any vctrial file by its ``kind``; raises SpecError naming file, key and reason."""
     data = read_yaml(path)
     kind = data.get("kind") if isinstance(data, dict) else None
+    from vctrial.spec.study import load_study
+
     loaders = {"cohort": load_cohort, "disease": load_disease, "trial": load_protocol, "population": load_population,
-               "patient": _load_patient_alone}
+               "patient": _load_patient_alone, "validation": load_study, "calibration": load_study}
     if not isinstance(kind, str) or kind not in loaders:
         raise SpecError(str(path), "kind", f"must be one of {', '.join(loaders)}, got {kind!r}")
     return loaders[kind](path)
@@ -60,7 +62,11 @@ def load(path: PathLike) -> CohortSpec | DiseaseSpec | Protocol | PopulationScen
 
 def validate(path: PathLike) -> str:
     """Check a file without running it; returns its kind."""
+    from vctrial.spec.study import Study
+
     spec = load(path)
+    if isinstance(spec, Study):
+        return spec.spec.kind
     kinds = {CohortSpec: "cohort", DiseaseSpec: "disease", Protocol: "trial", PopulationScenario: "population"}
     return kinds.get(type(spec), "patient")
 
@@ -251,6 +257,18 @@ def check(files: list[PathLike] | PathLike, replicates: int | None = None, seed:
 
         write_text("\n".join(markdown(ds) for ds in results), report)
     return results
+
+
+def calibrate(file: PathLike, out: PathLike, disease_out: PathLike | None = None, replicates: int | None = None,
+              seed: int | None = None, *, workers: int | None = 0, address: str | None = None, resume: bool = False,
+              progress: bool = True) -> xr.Dataset:
+    """Fit a calibration file's free parameters (see :mod:`vctrial.study.calibrate`); writes ``out`` (the
+    fit, netCDF) and the calibrated disease file (``disease_out``, default ``out`` with ``.yaml``)."""
+    from vctrial.study.calibrate import run_command
+
+    ds, _ = run_command(str(file), str(out), None if disease_out is None else str(disease_out), replicates, seed,
+                        ExecOptions(workers=workers, address=address, out=out, resume=resume, progress=progress))
+    return ds
 
 
 def twin(patient: PathLike, protocol: PathLike, horizon_years: float = 10.0, draws: int | None = None,

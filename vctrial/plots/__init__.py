@@ -13,7 +13,8 @@ from pathlib import Path
 import xarray as xr
 from matplotlib.figure import Figure
 
-KINDS = {"trial": "vctrial.plots.trial", "twin": "vctrial.plots.twin", "population": "vctrial.plots.population"}
+KINDS = {"trial": "vctrial.plots.trial", "twin": "vctrial.plots.twin", "population": "vctrial.plots.population",
+         "validation": "vctrial.plots.study", "calibration": "vctrial.plots.study"}
 
 
 def figures(ds: xr.Dataset) -> dict[str, Figure]:

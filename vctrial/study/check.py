@@ -15,7 +15,7 @@ import xarray as xr
 
 import vctrial
 from vctrial.execute import ExecOptions
-from vctrial.spec.study import UNITS, Figure, Study, ValidationSpec
+from vctrial.spec.study import PROBABILITIES, UNITS, Figure, Study, ValidationSpec
 from vctrial.study.evaluate import evaluate, summary
 
 
@@ -49,12 +49,14 @@ def figure_dataset(study: Study, values: dict[str, np.ndarray], seed: int, level
         "missing": (("figure",), [r["missing"] for r in rows], {"long_name": "simulated studies without a value"}),
     }
     if relative is not None:
-        lo = np.array([r["lower"] for r in rows]) / (1 + relative)
-        hi = np.array([r["upper"] for r in rows]) * (1 + relative)
+        lo, hi = accepted_range(figs, np.array([r["lower"] for r in rows]), np.array([r["upper"] for r in rows]),
+                                relative)
         obs = np.array([f.observed for f in figs])
         data["accept_lower"] = (("figure",), lo, {"long_name": "lowest published value that passes"})
         data["accept_upper"] = (("figure",), hi, {"long_name": "highest published value that passes"})
         data["passed"] = (("figure",), (obs >= lo) & (obs <= hi), {"long_name": "published value inside the accepted range"})
+        data["known_failure"] = (("figure",), [f.known_failure is not None for f in figs],
+                                 {"long_name": "the validation file records this figure as a known failure"})
     coords = {
         "figure": [f.name for f in figs],
         "replicate": np.arange(sim.shape[1]),
@@ -76,6 +78,16 @@ def figure_dataset(study: Study, values: dict[str, np.ndarray], seed: int, level
     if relative is not None:
         ds.attrs["relative_tolerance"] = relative
     return ds
+
+
+def accepted_range(figs: list[Figure], lower: np.ndarray, upper: np.ndarray, relative: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The simulated studies' interval widened by ``relative`` (see :class:`vctrial.spec.study.Tolerance`)."""
+    lo, hi = lower / (1 + relative), upper * (1 + relative)
+    prob = np.array([f.measure in PROBABILITIES for f in figs])
+    lo = np.where(prob, np.maximum(lo, 1 - (1 - lower) * (1 + relative)), lo)
+    hi = np.where(prob, np.minimum(hi, 1 - (1 - upper) / (1 + relative)), hi)
+    return lo, hi
 
 
 def fmt(measure: str, x: float) -> str:
@@ -101,7 +113,8 @@ def table_rows(ds: xr.Dataset) -> list[list[str]]:
                f"{fmt(m, float(ds.simulated_mean[i]))} ± {fmt(m, float(ds.mc_se[i]))}",
                f"[{fmt(m, float(ds.study_lower[i]))}, {fmt(m, float(ds.study_upper[i]))}]"]
         if "passed" in ds:
-            row.append("pass" if bool(ds.passed[i]) else "FAIL")
+            known = "known_failure" in ds and bool(ds.known_failure[i])
+            row.append(("pass" if bool(ds.passed[i]) else "FAIL") + (" (recorded as a known failure)" if known else ""))
         missing = int(ds.missing[i])
         if missing:
             row[-1] += f" ({missing} studies n/a)"
@@ -141,7 +154,3 @@ def markdown(ds: xr.Dataset) -> str:
     n, k = ds.sizes["figure"], int(ds.passed.sum())
     out += ["", f"**{k} of {n} figures pass.**", ""]
     return "\n".join(out)
-
-
-def figure_label(fig: Figure) -> str:
-    return f"{fig.name} ({fig.measure})"
