@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from population_helpers import chronic_files, sir_file
-from vctrial import docgen, twin
+from vctrial import api, docgen, twin
 from vctrial.execute import ExecOptions, run_trial
 from vctrial.population.output import run_population
 from vctrial.spec import KINDS, json_schema, model_for
@@ -114,7 +114,7 @@ def test_schema_command_prints_a_usable_schema_for_every_kind():
                "patient": ROOT / "patients" / "t2d_patient.yaml",
                "cohort": ROOT / "cohorts" / "t2d.yaml", "disease": ROOT / "diseases" / "t2d.yaml",
                "trial": ROOT / "protocols" / "t2d_hba1c.yaml", "calibration": ROOT / "calibration" / "hfref.yaml",
-               "validation": ROOT / "tests" / "data" / "validation" / "dapa_hf_check.yaml"}
+               "validation": ROOT / "tests" / "data" / "validation" / "check.yaml"}
     for kind, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, (kind, err)
@@ -166,6 +166,22 @@ def datasets(tmp_path_factory):
     out["twin_batch"] = twin.run_dataset(str(ROOT / "patients" / "hf_clinic.csv"),
                                          str(ROOT / "patients" / "hf_dapagliflozin_options.yaml"), 1.0, 40, 1,
                                          id_salt="docs")
+    from vctrial.cli import main
+
+    case = tmp / "validation"
+    case.mkdir()
+    for name in ("illness_death.yaml", "study.yaml", "check.yaml"):
+        (case / name).write_text((DATA / "validation" / name).read_text())
+    (tmp / "simple_cohort.yaml").write_text((DATA / "simple_cohort.yaml").read_text())
+    assert main(["check", str(case / "check.yaml"), "-q", "--workers", "0", "-n", "3", "--out", str(tmp / "v.nc")]) in (0, 1)
+    out["validation"] = api.open_results(tmp / "v.nc")
+    calibration = {"kind": "calibration", "name": "docs", "sources": ["s"], "disease": "illness_death.yaml",
+                   "studies": {"study": "study.yaml"}, "replicates": 2,
+                   "targets": yaml.safe_load((case / "check.yaml").read_text())["figures"][:2],
+                   "parameters": [{"path": "transitions.illness.rate_per_year", "lower": 0.05, "upper": 1.0}],
+                   "method": {"max_evaluations": 6, "draws": 4}}
+    (case / "cal.yaml").write_text(yaml.safe_dump(calibration))
+    out["calibration"] = api.calibrate(case / "cal.yaml", tmp / "fit.nc", progress=False)
     return out
 
 
@@ -174,9 +190,10 @@ TRIAL, STACKED = ("Trial run",), ("Trial run", "Compare")
 SECTIONS = {"trial": TRIAL, "trial_biomarker": TRIAL, "trial_group_sequential": TRIAL, "compare": STACKED,
             "sweep": STACKED, "population_chronic": ("Population scenarios",),
             "population_infection": ("Population scenarios",), "twin_patient": ("Patient twin, one patient",),
-            "twin_batch": ("Patient twin, batch",)}
+            "twin_batch": ("Patient twin, batch",), "validation": ("Validation",),
+            "calibration": ("Validation", "Calibration")}
 # units written in words in the doc where they depend on the spec
-GENERIC_UNITS = {"*effect*", "the biomarker's unit", "biomarker unit", "currency", "events, or patients (biomarker)",
+GENERIC_UNITS = {"the figure's", "the target's", "the parameter's", "1, text", "studies", "*effect*", "the biomarker's unit", "biomarker unit", "currency", "events, or patients (biomarker)",
                  "biomarker unit (per year for the slope)", "—"}
 
 
@@ -249,7 +266,8 @@ def test_outputs_doc_gives_each_variable_its_dimensions_and_units(datasets):
 
 def test_datasets_of_every_kind_have_the_documented_kind_attribute(datasets):
     expected = {"population_chronic": ("population", "chronic"), "population_infection": ("population", "infection"),
-                "twin_patient": ("twin", "patient"), "twin_batch": ("twin", "batch")}
+                "twin_patient": ("twin", "patient"), "twin_batch": ("twin", "batch"),
+                "validation": ("validation", None), "calibration": ("calibration", None)}
     for name, ds in datasets.items():
         kind, detail = expected.get(name, ("trial", None))
         assert ds.attrs["kind"] == kind

@@ -239,7 +239,7 @@ def check(files: list[PathLike] | PathLike, replicates: int | None = None, seed:
     is simulated."""
     from vctrial.results import check_outputs
     from vctrial.spec.study import load_study
-    from vctrial.study.check import markdown, run_validation
+    from vctrial.study.check import document, run_validation
 
     files = [files] if isinstance(files, (str, Path)) else list(files)
     studies = [load_study(f) for f in files]
@@ -255,7 +255,8 @@ def check(files: list[PathLike] | PathLike, replicates: int | None = None, seed:
     if report is not None:
         from vctrial.results import write_text
 
-        write_text("\n".join(markdown(ds) for ds in results), report)
+        write_text(document(results, "vctrial check " + " ".join(str(f) for f in files) + f" --report {report}"),
+                   report)
     return results
 
 

@@ -288,7 +288,7 @@ def fit_dataset(study: Study, f: Fit, replicates: int, seed: int) -> xr.Dataset:
     start = figure_dataset(study, f.values_start, seed, 0.95, None, "calibration")
     ds["start_mean"] = start["simulated_mean"].assign_attrs(long_name="mean over simulated studies at the starting values")
     ds["standardized_residual"] = ((ds.simulated_mean - ds.observed) / ds.observed_se).assign_attrs(
-        long_name="(simulated mean - published) / published SE at the fit")
+        long_name="(simulated mean - published) / published SE at the fit", units="1")
     names = [p.path for p in spec.parameters]
     est = to_values(spec, f.estimate)
     se_search = np.sqrt(np.diag(f.covariance))
@@ -300,19 +300,20 @@ def fit_dataset(study: Study, f: Fit, replicates: int, seed: int) -> xr.Dataset:
     ds["start_value"] = (("parameter",), to_values(spec, f.start), {"long_name": "value in the input disease file"})
     ds["estimate"] = (("parameter",), est, {"long_name": "calibrated value"})
     ds["se_search_scale"] = (("parameter",), se_search, {"long_name": "approximate posterior SD on the search scale "
-                                                         "(log scale: relative SD)"})
+                                                         "(log scale: relative SD)", "units": "1"})
     ds["interval_lower"] = (("parameter",), lo95, {"long_name": "95% interval of the Laplace approximation"})
     ds["interval_upper"] = (("parameter",), hi95, {"long_name": "95% interval of the Laplace approximation"})
     ds["lower_bound"] = (("parameter",), [p.lower for p in spec.parameters], {"long_name": "search bound"})
     ds["upper_bound"] = (("parameter",), [p.upper for p in spec.parameters], {"long_name": "search bound"})
-    ds["log_scale"] = (("parameter",), logs, {"long_name": "searched on the log scale"})
-    ds["identified"] = (("parameter",), f.identified, {"long_name": "the targets move this parameter"})
+    ds["log_scale"] = (("parameter",), logs, {"long_name": "searched on the log scale", "units": "1"})
+    ds["identified"] = (("parameter",), f.identified, {"long_name": "the targets move this parameter", "units": "1"})
     ds["draws"] = (("draw", "parameter"), to_values(spec, f.draws),
                    {"long_name": "parameter draws from the Laplace approximation of the posterior"})
     ds.attrs.update({"method": spec.method.name, "step": spec.method.step, "evaluations": f.evaluations,
                      "status": f.status, "objective_start": f.objective_start, "objective": f.objective,
                      "replicates": int(replicates),
-                     "disease_file": str((Path(study.path).parent / spec.disease).resolve())})
+                     "disease_file": str((Path(study.path).parent / spec.disease).resolve()),
+                     "disease_text": (Path(study.path).parent / spec.disease).read_text(encoding="utf-8")})
     return ds
 
 
