@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["kernel", "analysis", "trial", "design", "ray", "twin", "population"]
+BENCHMARKS = ["kernel", "analysis", "trial", "design", "ray", "twin", "population", "calibrate"]
 
 
 def main() -> int:

@@ -314,3 +314,43 @@ def test_shipped_validation_suite_verdicts_are_the_recorded_ones(suite):
 def test_every_validation_and_calibration_file_loads():
     for path in sorted((ROOT / "validation").glob("*.yaml")) + sorted((ROOT / "calibration").glob("*.yaml")):
         assert api.validate(path) in ("validation", "calibration")
+
+
+# ------------------------------------------------------------------------------------------------ twin
+
+
+@pytest.mark.slow
+def test_the_twin_draws_the_calibrated_parameters_and_matches_their_closed_form(tmp_path, capsys):
+    """Parameter draw m runs the disease at the fit's m-th draw: the twin's mean risk of illness by 2
+    years equals the average over those draws of a / (a + b) (1 - exp(-2 (a + b))) (4 MC SE), and the
+    risk varies between parameter draws."""
+    from vctrial.twin import draw_outcomes
+
+    file = _recovery_case(tmp_path)
+    fit = api.calibrate(file, tmp_path / "fit.nc", progress=False)
+    folder = file.parent
+    (folder / "patient.yaml").write_text("kind: patient\nas_of: 2026-01-01\ncovariates: {age: 60, sex_female: 1}\n")
+    ds = api.twin(folder / "patient.yaml", folder / "study.yaml", horizon_years=2, draws=4000, seed=3,
+                  parameter_draws=40, calibration=str(tmp_path / "fit.nc"))
+    assert ds.attrs["calibration_file"] == str(tmp_path / "fit.nc")
+    names, y = draw_outcomes(ds)
+    ill = y[:, 0, [n for n, _ in names].index("illness")]  # control option, per draw
+    draws = fit.draws.values[:40]
+    a = draws[:, list(fit.parameter.values).index("transitions.illness.rate_per_year")]
+    b = draws[:, list(fit.parameter.values).index("transitions.death.rate_per_year")]
+    expected = (a / (a + b) * (1 - np.exp(-2 * (a + b)))).mean()
+    assert abs(ill.mean() - expected) < 4 * ill.std() / np.sqrt(ill.size)
+    by_draw = ill.reshape(40, 100).mean(axis=1)
+    assert by_draw.std() > 0.01  # the parameter draws act
+    # the calibrated file works too; an unrelated disease file is refused
+    text = (folder / "study.yaml").read_text()
+    (folder / "study_fit.yaml").write_text(text.replace("disease: illness_death.yaml", f"disease: {tmp_path / 'fit.yaml'}"))
+    same = api.twin(folder / "patient.yaml", folder / "study_fit.yaml", horizon_years=2, draws=4000, seed=3,
+                    parameter_draws=40, calibration=str(tmp_path / "fit.nc"))
+    np.testing.assert_array_equal(same.event_time.values, ds.event_time.values)
+    code = main(["twin", str(ROOT / "patients" / "t2d_patient.yaml"), "--protocol",
+                 str(ROOT / "patients" / "t2d_empagliflozin_options.yaml"), "--calibration", str(tmp_path / "fit.nc"),
+                 "--out", str(tmp_path / "tw.nc"), "-q", "--workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--calibration" in err and "not the protocol's disease file" in err
+    assert not (tmp_path / "tw.nc").exists()

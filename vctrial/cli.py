@@ -83,7 +83,8 @@ def _twin(args: argparse.Namespace) -> int:
 
     print(run_command(args.patient, args.protocol, args.horizon_years, args.draws, args.seed, args.out,
                       parameter_draws=args.parameter_draws, keep_ids=args.keep_ids, id_salt=args.id_salt,
-                      table=args.table, rank_by=args.rank_by, options=execution_options(args, args.out)))
+                      table=args.table, rank_by=args.rank_by, options=execution_options(args, args.out),
+                      calibration=args.calibration))
     return 0
 
 
@@ -219,6 +220,9 @@ def parser() -> argparse.ArgumentParser:
     twin.add_argument("--parameter-draws", type=_positive, default=None,
                       help="draws of the uncertain effects (confidence intervals); must divide --draws "
                            "(default: 1 without intervals, else about sqrt of --draws, at most 40)")
+    twin.add_argument("--calibration", default=None, metavar="FIT.nc",
+                      help="a vctrial calibrate result for the protocol's (calibrated) disease file: each parameter "
+                           "draw also draws the disease model's fitted parameters")
     twin.add_argument("--seed", "-s", type=_seed, default=1, help="root random seed (default 1)")
     twin.add_argument("--out", "-o", default="twin.nc", help="output netCDF file (default twin.nc)")
     twin.add_argument("--table", help="batch: also write the ranked per-patient table as CSV")
@@ -378,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vctrial: interrupted; no output written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): outputs are already written; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

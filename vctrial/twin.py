@@ -100,6 +100,8 @@ class TwinPlan:
     utility: np.ndarray  # (S,)
     endpoint: np.ndarray  # (E,) bool: events of the protocol's time-to-event endpoint (all False if none)
     hr_profile: np.ndarray | None = None  # (A, K, T) fixed multipliers of time-varying effects (delay, waning)
+    variants: tuple[tuple[ms.MultiStateModel, np.ndarray], ...] | None = None  # per parameter draw: (model, rate)
+                                                                              # at calibrated disease parameter draws
 
     @property
     def inner_draws(self) -> int:
@@ -119,36 +121,44 @@ def has_parameter_uncertainty(protocol: Protocol) -> bool:
                for arm in protocol.spec.arms for e in arm.effects)
 
 
-def default_parameter_draws(protocol: Protocol, draws: int) -> int:
-    """M: 1 without confidence intervals, else the largest divisor of N not above min(√N, 40)."""
-    if not has_parameter_uncertainty(protocol):
+def default_parameter_draws(protocol: Protocol, draws: int, uncertain: bool | None = None) -> int:
+    """M: 1 without confidence intervals (or calibration draws), else the largest divisor of N not above
+    min(√N, 40)."""
+    if not (has_parameter_uncertainty(protocol) if uncertain is None else uncertain):
         return 1
     limit = int(min(math.isqrt(draws), DEFAULT_OUTER_MAX))
     return max(m for m in range(1, limit + 1) if draws % m == 0)
 
 
 def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draws: int,
-              parameter_draws: int | None = None) -> TwinPlan:
+              parameter_draws: int | None = None, calibration: xr.Dataset | None = None) -> TwinPlan:
     """Compile protocol, disease and patients into a :class:`TwinPlan`.
 
+    With ``calibration`` (a ``vctrial calibrate`` result whose fit the protocol's disease file holds),
+    parameter draw m runs the disease model at the fit's m-th parameter draw: the disease model's
+    own uncertainty joins that of the effects.
+
     Raises:
-        SpecError: when the draws cannot be split into parameter draws × chance draws.
+        SpecError: when the draws cannot be split into parameter draws × chance draws, or the
+            calibration does not belong to the protocol's disease file.
     """
     disease = protocol.disease
     if not horizon_years > 0:
         raise SpecError("command line", "--horizon-years", f"must be > 0, got {horizon_years}")
     if draws < 2:
         raise SpecError("command line", "--draws", f"must be at least 2, got {draws}")
-    M = default_parameter_draws(protocol, draws) if parameter_draws is None else int(parameter_draws)
+    uncertain = has_parameter_uncertainty(protocol) or calibration is not None
+    M = default_parameter_draws(protocol, draws, uncertain) if parameter_draws is None else int(parameter_draws)
     if M < 1 or draws % M:
         raise SpecError("command line", "--parameter-draws",
                         f"--draws {draws} must be a multiple of the parameter draws ({M})")
     if M > 1 and draws // M < 2:
         raise SpecError("command line", "--parameter-draws",
                         f"needs at least 2 chance draws per parameter draw (--draws {draws}, --parameter-draws {M})")
-    if M == 1 and has_parameter_uncertainty(protocol) and parameter_draws is None:
+    if M == 1 and uncertain and parameter_draws is None:
         raise SpecError("command line", "--draws",
-                        f"the protocol gives confidence intervals, so the draws are split into parameter draws × "
+                        f"the {'protocol gives confidence intervals' if calibration is None else 'calibration gives parameter draws'}"
+                        f", so the draws are split into parameter draws × "
                         f"chance draws, but {draws} has no such split; use e.g. {draws - draws % 100 or 100}")
     model = ms.compile_model(disease)
     n_steps = int(math.ceil(horizon_years * 12.0 / disease.time_step_months - 1e-9))
@@ -201,7 +211,15 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
     endpoint = np.zeros(len(model.event_names), bool)
     if protocol.spec.endpoint.type == "time_to_event":
         endpoint[[model.event_names.index(e) for e in protocol.spec.endpoint.events]] = True
+    variants = None
+    if calibration is not None:
+        variants = []
+        for d in disease_draws(protocol, calibration, M):
+            rate_m = ms.patient_rates(d, column, (1, P))[0]
+            variants.append((ms.compile_model(d), np.ascontiguousarray(rate_m)))
+        variants = tuple(variants)
     return TwinPlan(
+        variants=variants,
         model=model, rate=np.ascontiguousarray(rate), age=np.asarray(age, np.float64),
         female=np.asarray(female, np.float64), start=np.asarray(patients.start_state, np.int64),
         start_months=np.asarray(patients.start_months, np.float64), n_steps=n_steps,
@@ -214,6 +232,43 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
         re_mean=re_mean, re_chol=re_chol, utility=np.array([s.utility for s in disease.states]), endpoint=endpoint,
         hr_profile=None if np.all(hr_profile == 1.0) else hr_profile,
     )
+
+
+def disease_draws(protocol: Protocol, calibration: xr.Dataset, M: int) -> list:
+    """The protocol's disease model at the first M parameter draws of a calibration result.
+
+    The protocol's disease file must be the one calibrated or the calibrated file written from it;
+    the draws set the free parameters, and numbers tied to a parameter (``scales_with``) keep their
+    ratio to it.
+    """
+    from vctrial.spec.base import read_yaml
+    from vctrial.spec.study import disease_from, parameter_value, with_parameters
+
+    source = calibration.attrs.get("file", "--calibration")
+    if calibration.attrs.get("kind") != "calibration":
+        raise SpecError(source, "attrs.kind", f"not a calibration result (kind {calibration.attrs.get('kind')!r})")
+    path = Path(protocol.disease.path)
+    data = read_yaml(path)
+    names = [str(p) for p in calibration.parameter.values]
+    scales = json.loads(calibration.attrs.get("scales_with", "{}"))
+    fitted = [calibration.attrs.get("disease_file"), calibration.attrs.get("disease_out")]
+    if path.resolve() not in {Path(f).resolve() for f in fitted if f}:
+        raise SpecError("command line", "--calibration", f"{source} calibrated {fitted[0]} (written as {fitted[1]}), "
+                        f"not the protocol's disease file {path}")
+    draws = calibration.draws.values
+    if draws.shape[0] < M:
+        raise SpecError("command line", "--calibration", f"{source} has {draws.shape[0]} parameter draws, fewer than "
+                        f"the twin's {M} parameter draws (give --parameter-draws {draws.shape[0]} or fewer)")
+    out = []
+    for m in range(M):
+        values = {}
+        for i, name in enumerate(names):
+            values[name] = float(draws[m, i])
+            for other in scales.get(name, []):
+                values[other] = (float(parameter_value(data, other)) * float(draws[m, i])
+                                 / float(parameter_value(data, name)))
+        out.append(disease_from(with_parameters(data, values), path))
+    return out
 
 
 # ------------------------------------------------------------------------------------ conditioning
@@ -329,10 +384,39 @@ def _simulate(plan: TwinPlan, seed: int, draws: np.ndarray, patients: np.ndarray
         markers = bm.marker_inputs(plan.biomarkers, column, (D, n), seed, draws, shift, slope, steps,
                                    patient_keys=np.zeros(n, np.int64),
                                    random_effects=(plan.re_mean[:, patients], plan.re_chol[:, patients]))
-    paths = ms.simulate(plan.model, rate, _hazard_ratio_steps(plan, hr), age, female, plan.n_steps, seed, draws,
-                        start_state=plan.start[patients], patient_keys=np.zeros(n, np.int64), track_time=True,
-                        start_months_in_state=plan.start_months[patients], markers=markers)
-    return paths, hr, shift
+    hrs = _hazard_ratio_steps(plan, hr)
+    kwargs = dict(start_state=plan.start[patients], patient_keys=np.zeros(n, np.int64), track_time=True,
+                  start_months_in_state=plan.start_months[patients])
+    if plan.variants is None:
+        paths = ms.simulate(plan.model, rate, hrs, age, female, plan.n_steps, seed, draws, markers=markers, **kwargs)
+        return paths, hr, shift
+    # the disease model's own parameter draws: one kernel call per parameter draw in this chunk (draws of
+    # one parameter draw are contiguous), each with that draw's compiled model and hazards
+    outer = draws // plan.inner_draws
+    parts = []
+    for m in np.unique(outer):
+        sel = np.flatnonzero(outer == m)
+        model_m, rate_m = plan.variants[int(m)]
+        sub = None if markers is None else ms.Markers(
+            mean0=markers.mean0[sel], b0=markers.b0[sel], b1=markers.b1[sel],
+            shift=markers.shift[sel] if markers.shift.ndim == 3 else markers.shift,
+            slope_change=markers.slope_change[sel] if markers.slope_change.ndim == 3 else markers.slope_change,
+            record_steps=markers.record_steps)
+        parts.append(ms.simulate(model_m, np.broadcast_to(rate_m[patients][None], (sel.size, n, rate_m.shape[1])),
+                                 hrs if hrs.ndim == 3 else hrs[sel], age[sel], female[sel], plan.n_steps, seed,
+                                 draws[sel], markers=sub, **kwargs))
+    return _concat_paths(parts), hr, shift
+
+
+def _concat_paths(parts: list) -> ms.Paths:
+    """Paths of consecutive groups of replicates, joined along the replicate axis."""
+    import dataclasses
+
+    fields = {}
+    for f in dataclasses.fields(ms.Paths):
+        values = [getattr(p, f.name) for p in parts]
+        fields[f.name] = None if values[0] is None else np.concatenate(values, axis=0)
+    return ms.Paths(**fields)
 
 
 # ------------------------------------------------------------------------------------------ outcomes
@@ -425,6 +509,8 @@ def option_varies(plan: TwinPlan) -> np.ndarray:
     """(A,) True for options with an effect drawn from a confidence interval."""
     varies = np.zeros(plan.n_arms, bool)
     varies[plan.effect_arm[plan.effect_sd > 0]] = True
+    if plan.variants is not None:  # the disease model's parameters vary under every option
+        varies[:] = True
     return varies & (plan.parameter_draws > 1)
 
 
@@ -481,12 +567,12 @@ def patients_chunk(plan: TwinPlan, seed: int, patients: np.ndarray) -> dict[str,
 
 
 def simulate_patient(protocol: Protocol, patients: Patients, horizon_years: float, draws: int, seed: int,
-                     parameter_draws: int | None = None,
-                     options: ExecOptions | None = None) -> tuple[TwinPlan, dict[str, np.ndarray]]:
+                     parameter_draws: int | None = None, options: ExecOptions | None = None,
+                     calibration: xr.Dataset | None = None) -> tuple[TwinPlan, dict[str, np.ndarray]]:
     """Per-draw arrays of one patient under every option (see :func:`draws_chunk`)."""
     if patients.n != 1:
         raise ValueError("simulate_patient takes one patient; use simulate_batch for several")
-    plan = make_plan(protocol, patients, horizon_years, draws, parameter_draws)
+    plan = make_plan(protocol, patients, horizon_years, draws, parameter_draws, calibration)
     # chunk weight: the kernel's per-draw counts take (T+1)·A·S·8 bytes, so about 100 MB per chunk
     weight = max(1, math.ceil((plan.n_steps + 1) * plan.n_arms * len(plan.utility) / 40))
     job = Job(draws_chunk, plan, "twin", weight)
@@ -495,9 +581,10 @@ def simulate_patient(protocol: Protocol, patients: Patients, horizon_years: floa
 
 
 def simulate_batch(protocol: Protocol, patients: Patients, horizon_years: float, draws: int, seed: int,
-                   parameter_draws: int | None = None, options: ExecOptions | None = None) -> tuple[TwinPlan, dict]:
+                   parameter_draws: int | None = None, options: ExecOptions | None = None,
+                   calibration: xr.Dataset | None = None) -> tuple[TwinPlan, dict]:
     """Per-patient summaries of a batch; the job's replicate axis is the patient axis (chunks of patients)."""
-    plan = make_plan(protocol, patients, horizon_years, draws, parameter_draws)
+    plan = make_plan(protocol, patients, horizon_years, draws, parameter_draws, calibration)
     job = Job(patients_chunk, plan, "twin batch", draws)
     (arrays,) = run_jobs([job], patients.n, seed, options or ExecOptions(progress=False))
     return plan, arrays
@@ -671,6 +758,8 @@ def draw_outcomes(ds: xr.Dataset) -> tuple[list[tuple[str, str]], np.ndarray]:
 def dataset_varies(ds: xr.Dataset) -> np.ndarray:
     """(A,) True for options whose sampled effects differ between parameter draws."""
     varies = np.zeros(ds.sizes["option"], bool)
+    if ds.attrs.get("calibration_file") and int(ds.attrs.get("parameter_draws", 1)) > 1:
+        varies[:] = True  # the disease model's parameter draws act under every option
     for name in ("hazard_ratio", "biomarker_shift"):
         if name in ds:
             v = ds[name].transpose("option", "draw", ...).values
@@ -861,11 +950,13 @@ DEFAULT_DRAWS = {"patient": 10_000, "batch": 1_000}
 
 def run_dataset(patient_file: str, protocol_file: str, horizon_years: float = 10.0, draws: int | None = None,
                 seed: int = 1, parameter_draws: int | None = None, keep_ids: bool = False,
-                id_salt: str | None = None, options: ExecOptions | None = None) -> xr.Dataset:
+                id_salt: str | None = None, options: ExecOptions | None = None,
+                calibration: str | None = None) -> xr.Dataset:
     """Validate the patient file(s) against the protocol's models and simulate every option.
 
     A ``.csv`` file is a batch (dims patient, option, outcome, statistic); a YAML file one patient
-    (dims option, draw, time).
+    (dims option, draw, time). ``calibration`` (a ``vctrial calibrate`` result for the protocol's
+    disease file) adds the disease model's parameter uncertainty to that of the effects.
     """
     from vctrial.spec.protocol import load_protocol
 
@@ -878,21 +969,42 @@ def run_dataset(patient_file: str, protocol_file: str, horizon_years: float = 10
     labels = [patient_label(pid, keep_ids, salt) for pid in patients.ids]
     policy = _id_policy(keep_ids, id_salt is not None)
     options = options or ExecOptions(progress=False)
+    fit = _open_calibration(calibration) if calibration is not None else None
     if batch:
-        plan, arrays = simulate_batch(protocol, patients, horizon_years, draws, seed, parameter_draws, options)
-        return build_batch_dataset(protocol, patients, plan, arrays, seed, horizon_years, labels, policy)
-    plan, arrays = simulate_patient(protocol, patients, horizon_years, draws, seed, parameter_draws, options)
-    return build_dataset(protocol, patients, plan, arrays, seed, horizon_years, labels[0], policy)
+        plan, arrays = simulate_batch(protocol, patients, horizon_years, draws, seed, parameter_draws, options, fit)
+        ds = build_batch_dataset(protocol, patients, plan, arrays, seed, horizon_years, labels, policy)
+    else:
+        plan, arrays = simulate_patient(protocol, patients, horizon_years, draws, seed, parameter_draws, options, fit)
+        ds = build_dataset(protocol, patients, plan, arrays, seed, horizon_years, labels[0], policy)
+    if fit is not None:
+        ds.attrs["calibration_file"] = str(calibration)
+        ds.attrs["calibration_parameters"] = json.dumps([str(p) for p in fit.parameter.values])
+    return ds
+
+
+def _open_calibration(path: str) -> xr.Dataset:
+    """A ``vctrial calibrate`` result, read fully; one clear line when it is not one."""
+    if not Path(path).is_file():
+        raise SpecError("command line", "--calibration", f"{path}: file not found")
+    try:
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+    except (OSError, ValueError) as exc:
+        raise SpecError(str(path), "", f"not a readable netCDF file ({exc})") from None
+    ds.attrs.setdefault("file", str(path))
+    if ds.attrs.get("kind") != "calibration" or "draws" not in ds:
+        raise SpecError(str(path), "attrs.kind", f"not a vctrial calibrate result (kind {ds.attrs.get('kind')!r})")
+    return ds
 
 
 def run_command(patient_file: str, protocol_file: str, horizon_years: float, draws: int | None, seed: int, out: str,
                 parameter_draws: int | None = None, keep_ids: bool = False, id_salt: str | None = None,
                 table: str | None = None, rank_by: str | None = None,
-                options: ExecOptions | None = None) -> str:
+                options: ExecOptions | None = None, calibration: str | None = None) -> str:
     """``vctrial twin``: validate everything, simulate, write atomically; returns the text to print."""
     from vctrial.results import check_outputs
 
-    check_outputs({"--out": out, "--table": table}, [patient_file, protocol_file])
+    check_outputs({"--out": out, "--table": table}, [patient_file, protocol_file] + ([calibration] if calibration else []))
     batch = Path(patient_file).suffix.lower() == ".csv"
     out_path = Path(out)
     for path in (out_path, Path(table) if table else None):
@@ -911,7 +1023,7 @@ def run_command(patient_file: str, protocol_file: str, horizon_years: float, dra
         if rank_by not in names:
             raise SpecError("command line", "--rank-by", f"unknown outcome {rank_by!r} (one of {', '.join(names)})")
     ds = run_dataset(patient_file, protocol_file, horizon_years, draws, seed, parameter_draws, keep_ids, id_salt,
-                     options)
+                     options, calibration)
     if not batch:
         text = format_twin(ds)
         write_netcdf(ds, out_path)

@@ -17,6 +17,8 @@ output, so ``--resume`` replays an interrupted search from them, and the result 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -80,10 +82,15 @@ class _Search:
                 batch = study_jobs(self.study, self.protocols(np.array(k)))
                 jobs += batch
                 owner += [k] * len(batch)
+            options = self.options
+            if options.workers and options.workers > 1:  # split each candidate's studies over the workers too
+                largest = max(j.patients for j in jobs) * self.replicates
+                options = dataclasses.replace(options, chunk_patients=min(options.chunk_patients,
+                                                                          -(-largest // options.workers)))
             quiet = log.level
             log.setLevel(max(quiet, logging.WARNING))
             try:
-                results = run_jobs(jobs, self.replicates, self.seed, self.options)
+                results = run_jobs(jobs, self.replicates, self.seed, options)
             finally:
                 log.setLevel(quiet)
             for k in new:
@@ -313,7 +320,8 @@ def fit_dataset(study: Study, f: Fit, replicates: int, seed: int) -> xr.Dataset:
                      "status": f.status, "objective_start": f.objective_start, "objective": f.objective,
                      "replicates": int(replicates),
                      "disease_file": str((Path(study.path).parent / spec.disease).resolve()),
-                     "disease_text": (Path(study.path).parent / spec.disease).read_text(encoding="utf-8")})
+                     "disease_text": (Path(study.path).parent / spec.disease).read_text(encoding="utf-8"),
+                     "scales_with": json.dumps({p.path: list(p.scales_with) for p in spec.parameters})})
     return ds
 
 
@@ -394,7 +402,7 @@ def run_command(file: str, out: str, disease_out: str | None, replicates: int | 
                           threads_per_task=options.threads_per_task)
     f = fit(study, replicates, seed, options, progress=progress)
     ds = fit_dataset(study, f, replicates, seed)
-    ds.attrs["disease_out"] = str(d_out)
+    ds.attrs["disease_out"] = str(d_out.resolve())
     text = calibrated_disease_text(study, ds, out_path)
     try:
         disease_from(yaml.safe_load(text), d_out)
