@@ -5,13 +5,13 @@ covariates; tests/data/risk/*_equation_inputs.csv, the inputs only the equation 
 forecast by the patient twin (control option, seed SEED, DRAWS draws per profile) and by a published
 risk equation implemented here, independently of vctrial, from its published coefficients:
 
-  model                    equation (notes)                          twin outcome compared
+  model                    equation (docs/risk_equations.md)         twin outcome compared
   diseases/cvd_primary     Pooled Cohort Equations, 10-y hard ASCVD  first of first_cvd or cv_death by
-                           (/work/notes/pce.md; white race)          10 y (tests/data/risk/cvd_primary_options.yaml)
+                           (Appendix A; white race)                  10 y (tests/data/risk/cvd_primary_options.yaml)
   diseases/hfref           MAGGIC score, 1-y and 3-y all-cause       all_cause_death by 1 and 3 y
-                           death (/work/notes/hf_risk_score.md)      (protocols/hf_outcomes.yaml)
+                           death (Appendix B)                        (protocols/hf_outcomes.yaml)
   diseases/t2d             SMART risk score, 10-y MI, stroke or      first of mace or cv_death by 10 y
-                           vascular death (/work/notes/t2d_risk_model.md)  (tests/data/risk/t2d_options.yaml)
+                           vascular death (Appendix C)               (tests/data/risk/t2d_options.yaml)
 
 Agreement statistics over the profiles: mean ratio = mean of (twin risk / equation risk); calibration
 slope = ordinary least-squares slope of logit(twin risk) on logit(equation risk); correlation =
@@ -26,10 +26,12 @@ Tolerance (the agreement tests): mean ratio within [0.67, 1.5] and calibration s
 The equations' own implementations are checked first against worked examples: the PCE against the
 guideline's published example (2.1 / 3.0 / 5.3 / 6.1%); MAGGIC and SMART have no published worked
 example in the stored material, so they are checked against their published points table and lookup
-(MAGGIC, a profile tallied item by item here) and the hand arithmetic in the notes (SMART).
+(MAGGIC, a profile tallied item by item here) and the hand arithmetic of docs/risk_equations.md,
+Appendix C.5 (SMART).
 
 Run ``.venv/bin/python tests/test_risk_equations.py`` to print the Markdown tables of
-/work/notes/risk_equations.md.
+docs/risk_equations.md (section "Results"); its appendices A-C hold the transcribed coefficients,
+points tables, worked examples, sources and open questions of the three equations.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ SLOPE_RANGE = (0.5, 1.5)
 # =============================================================================== Pooled Cohort Equations
 # Goff DC Jr et al. 2013 ACC/AHA guideline on the assessment of cardiovascular risk, Circulation
 # 2014;129(25 Suppl 2):S49-S73, Table A (coefficients, mean "coefficient x value", baseline survival), as
-# transcribed in /work/notes/pce.md (white women's Ln untreated SBP 1.957, settled by the worked example).
+# transcribed in docs/risk_equations.md, Appendix A.4 (white women's Ln untreated SBP 1.957, settled by the
+# worked example, Appendix A.5).
 # Terms: ln_age, ln_age2 = (ln age)^2, ln_tc, age_tc = ln age x ln TC, ln_hdl, age_hdl, ln_tsbp (treated),
 # age_tsbp, ln_usbp (untreated), age_usbp, smoker, age_smoker = ln age x smoker, diabetes.
 
@@ -89,7 +92,7 @@ def pce_risk(age: float, female: bool, total_chol: float, hdl: float, sbp: float
 
 # ======================================================================================== MAGGIC score
 # Pocock SJ et al. Eur Heart J 2013;34:1404-13; points and score -> mortality lookup as transcribed in
-# /work/notes/hf_risk_score.md (agreeing sources [P], [R], [L]).
+# docs/risk_equations.md, Appendix B.3-B.4 (agreeing sources [P], [R], [L]; listed in Appendix B.2).
 
 MAGGIC_1Y = [0.015, 0.016, 0.018, 0.020, 0.022, 0.024, 0.027, 0.029, 0.032, 0.036, 0.039, 0.043, 0.048, 0.052,
              0.058, 0.063, 0.070, 0.077, 0.084, 0.093, 0.102, 0.111, 0.122, 0.134, 0.147, 0.160, 0.175, 0.191,
@@ -116,7 +119,7 @@ def maggic_points(age: float, female: bool, ef: float, nyha: str, creatinine_umo
     """The integer MAGGIC score. Creatinine, BMI and SBP are banded as integers (as reported by a lab).
 
     ``hf_duration_points``: 0 (the reference category) or 2; the sources conflict on which category of
-    time since diagnosis (< or >= 18 months) carries the 2 points (see the notes).
+    time since diagnosis (< or >= 18 months) carries the 2 points (see docs/risk_equations.md, Appendix B.8).
     """
     ef_pts = _band(ef, [20, 25, 30, 35, 40], [7, 6, 5, 3, 2, 0])
     nyha_pts = {"I": 0, "II": 2, "III": 6, "IV": 8}[nyha]
@@ -155,7 +158,8 @@ def creatinine_from_egfr(egfr: float, age: float, female: bool) -> float:
 
 # ======================================================================================= SMART risk score
 # Dorresteijn JAN et al. Heart 2013;99:866-72, recalibrated (Kaasenbrood L et al. Circulation 2016), with
-# the antithrombotic-treatment adjustment of U-Prevent; as transcribed in /work/notes/t2d_risk_model.md.
+# the antithrombotic-treatment adjustment of U-Prevent; as transcribed in docs/risk_equations.md, Appendix C.4
+# (provenance in Appendix C.3).
 
 SMART = dict(age=-0.0850, age2=0.00105, male=0.156, smoker=0.262, sbp=0.00429, diabetes=0.223, cad=0.140,
              cerebro=0.406, aaa=0.558, pad=0.283, years=0.0229, hdl=-0.426, tc=0.0959, egfr=-0.0532,
@@ -191,8 +195,10 @@ def smart_risk(antithrombotic: bool = True, **inputs) -> float:
 def test_pce_reproduces_the_guideline_worked_example(race, female, printed):
     """Guideline example: 55 years, TC 213, HDL-C 50 mg/dL, untreated SBP 120 mmHg, non-smoker, no diabetes.
 
-    The guideline prints the risk to 0.1% after rounding the logarithms to two decimals; with exact
-    logarithms the risks are 2.05 / 3.03 / 5.38 / 6.07%, so the tolerance is 0.1 percentage point.
+    The guideline prints the risk to 0.1%; with exact logarithms the risks are 2.05 / 3.03 / 5.38 / 6.07%,
+    so the tolerance is 0.1 percentage point. White men's 5.38 is not 5.3 by rounding alone: the third
+    decimal of their Ln Age x Ln HDL-C coefficient (1.769 here, 1.767 in a secondary table) is unverified
+    (docs/risk_equations.md, Appendix A.5-A.6).
     """
     risk = pce_risk(55, female, 213, 50, 120, bp_treated=False, smoker=False, diabetes=False, race=race)
     assert abs(risk - printed) <= 0.001 + 1e-12, (race, female, risk)
@@ -210,7 +216,7 @@ def test_pce_typo_in_the_secondary_table_would_fail_the_worked_example():
 
 def test_maggic_points_table_item_by_item():
     """No published worked example (a patient with a printed MAGGIC score) was in the stored material; this
-    tallies one profile by hand from the published points table (/work/notes/hf_risk_score.md) and checks
+    tallies one profile by hand from the published points table (docs/risk_equations.md, Appendix B.3) and checks
     band edges of every item."""
     # 72-year-old man, EF 25% (5), age 70-74 with EF < 30 (6), SBP 115 with EF < 30 (4), BMI 23 (3),
     # creatinine 140 µmol/L (3), NYHA III (6), male (1), diabetes (3), HF diagnosed >= 18 months ago (2),
@@ -238,7 +244,8 @@ def test_maggic_points_table_item_by_item():
 
 
 def test_maggic_lookup_matches_the_published_anchors():
-    """Lookup ends and a published pairing: PARADIGM-HF's median score 20 <-> 10.2% / 24.7% (notes, derived)."""
+    """Lookup ends and a published pairing: PARADIGM-HF's median score 20 <-> 10.2% / 24.7%
+    (docs/risk_equations.md, Appendix B.6; derived)."""
     assert len(MAGGIC_1Y) == len(MAGGIC_3Y) == 51
     assert (maggic_risk(0, 1), maggic_risk(0, 3), maggic_risk(50, 1), maggic_risk(50, 3)) == (0.015, 0.039, 0.842, 0.985)
     assert (maggic_risk(20, 1), maggic_risk(20, 3)) == (0.102, 0.247)
@@ -256,8 +263,8 @@ def test_creatinine_back_calculation_inverts_ckd_epi():
     assert ckd_epi_2009(0.9, 60, False) == pytest.approx(141 * 0.993**60)
 
 
-def test_smart_reproduces_the_notes_worked_example():
-    """The notes' example (hand arithmetic in /work/notes/t2d_risk_model.md; no published worked example of
+def test_smart_reproduces_the_worked_example_of_the_docs():
+    """The worked example of docs/risk_equations.md, Appendix C.5 (hand arithmetic; no published worked example of
     the SMART score was in the stored material): x = -2.0910, 19.1%, 23.0% without antithrombotics, 15.9%
     for the woman variant. Printed to 0.1%, so the tolerance is 0.05 percentage point."""
     man = dict(age=63, female=False, smoker=False, sbp=135, diabetes=True, cad=True, cerebro=False, aaa=False,

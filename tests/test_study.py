@@ -18,6 +18,7 @@ import yaml
 
 from vctrial import api
 from vctrial.cli import main
+from vctrial.errors import SpecError
 from vctrial.execute import ExecOptions
 from vctrial.spec.study import load_study, with_parameters
 from vctrial.study import calibrate as calibration
@@ -352,5 +353,35 @@ def test_the_twin_draws_the_calibrated_parameters_and_matches_their_closed_form(
                  str(ROOT / "patients" / "t2d_empagliflozin_options.yaml"), "--calibration", str(tmp_path / "fit.nc"),
                  "--out", str(tmp_path / "tw.nc"), "-q", "--workers", "0"])
     err = capsys.readouterr().err
-    assert code == 2 and "--calibration" in err and "not the protocol's disease file" in err
+    assert code == 2 and "--calibration" in err and "not the disease file" in err
     assert not (tmp_path / "tw.nc").exists()
+
+
+@pytest.mark.slow
+def test_a_population_run_takes_one_calibration_draw_per_replicate(tmp_path):
+    """Replicate r runs the disease at the fit's r-th draw: the share of people ill within 2 years in each
+    replicate matches a_r / (a_r + b_r) (1 - exp(-2 (a_r + b_r))) within 4.5 binomial SE."""
+    file = _recovery_case(tmp_path)
+    fit = api.calibrate(file, tmp_path / "fit.nc", progress=False)
+    population = {
+        "kind": "population", "name": "calibrated population", "population": {"size": 20_000, "age_min": 40,
+                                                                               "age_max": 80},
+        "horizon_years": 2, "demography": {"ageing": False, "background_mortality": False},
+        "disease": "illness_death.yaml", "costs": {"discount_rate_per_year": 0.0},
+        "outputs": {"interval_days": 730.5, "age_groups": [0, 200]}, "scenarios": [{"name": "baseline"}],
+    }
+    (file.parent / "population.yaml").write_text(yaml.safe_dump(population))
+    ds = api.run(file.parent / "population.yaml", replicates=4, seed=2, progress=False,
+                 calibration=tmp_path / "fit.nc")
+    assert ds.attrs["calibration_file"] == str(tmp_path / "fit.nc")
+    ill = ds["events"].sel(scenario="baseline", event="illness").sum([d for d in ds["events"].dims
+                                                                      if d not in ("scenario", "replicate", "event")])
+    names = list(fit.parameter.values)
+    a = fit.draws.values[:4, names.index("transitions.illness.rate_per_year")]
+    b = fit.draws.values[:4, names.index("transitions.death.rate_per_year")]
+    p = a / (a + b) * (1 - np.exp(-2 * (a + b)))
+    share = ill.values / 20_000
+    assert np.all(np.abs(share - p) < 4.5 * np.sqrt(p * (1 - p) / 20_000)), (share, p)
+    assert np.ptp(p) > 4 * np.sqrt(p.mean() * (1 - p.mean()) / 20_000)  # the draws differ by more than chance
+    with pytest.raises(SpecError, match="one per replicate"):
+        api.run(file.parent / "population.yaml", replicates=60, seed=2, progress=False, calibration=tmp_path / "fit.nc")

@@ -97,21 +97,40 @@ def synthesize(cohort: PathLike | CohortSpec, n_patients: int, seed: int = 1, re
 def run(spec: PathLike | Protocol | PopulationScenario, replicates: int = 1000, seed: int = 1, *,
         sweep: dict[str, list[Any]] | list[tuple[str, list[Any]]] | None = None, workers: int | None = 0,
         address: str | None = None, out: PathLike | None = None, resume: bool = False, progress: bool = True,
-        exec_options: ExecOptions | None = None) -> xr.Dataset:
+        exec_options: ExecOptions | None = None, calibration: PathLike | None = None) -> xr.Dataset:
     """Simulate a trial protocol or a population scenario file; returns the results Dataset.
 
     ``sweep`` maps dotted key paths to lists of values (``{"sample_size": [2000, 4000]}``); each
     becomes a dimension, merged with any ``sweep:`` the protocol declares. With ``out``, the
     Dataset is also written there atomically (and ``resume`` reuses finished chunks of an
     interrupted run with the same spec and seed). ``exec_options`` replaces the execution keywords.
+    ``calibration`` (population scenarios): replicate r runs the disease model at the r-th parameter
+    draw of a ``vctrial calibrate`` result, so the spread over replicates holds the model's own
+    uncertainty (a probabilistic sensitivity analysis).
     """
     opts = exec_options or options(workers, address, out, resume, progress)
-    _check_out(out, [spec])
+    _check_out(out, [spec] + ([calibration] if calibration is not None else []))
     if isinstance(spec, PopulationScenario) or (not isinstance(spec, Protocol) and _kind(spec) == "population"):
         from vctrial.population.output import run_population
 
         world = spec if isinstance(spec, PopulationScenario) else load_population(spec)
-        return _written(run_population(world, replicates, seed, options=opts), out)
+        if calibration is not None:
+            from vctrial.study.draws import disease_draws, open_calibration
+
+            if world.disease is None:
+                raise SpecError(str(world.path), "", "--calibration draws a disease model; this scenario has none")
+            fit = open_calibration(calibration)
+            world.disease_draws = disease_draws(world.disease, fit, min(replicates, fit.sizes["draw"]), "--replicates")
+            if replicates > fit.sizes["draw"]:
+                raise SpecError("command line", "--replicates", f"{replicates} replicates, but {calibration} has "
+                                f"{fit.sizes['draw']} parameter draws (one per replicate)")
+        ds = run_population(world, replicates, seed, options=opts)
+        if calibration is not None:
+            ds.attrs["calibration_file"] = str(calibration)
+        return _written(ds, out)
+    if calibration is not None:
+        raise SpecError("command line", "--calibration", "parameter draws are used by population scenarios and the "
+                        "twin; a trial protocol runs at the disease file's values")
     from vctrial.trial.design import run_sweep, sweep_axes
 
     if not isinstance(spec, Protocol):

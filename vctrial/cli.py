@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace) -> int:
 
     out = _out_file(args.out)
     ds = api.run(args.protocol, args.replicates, args.seed, sweep=getattr(args, "sweep", None), out=out,
-                 exec_options=execution_options(args, out))
+                 exec_options=execution_options(args, out), calibration=args.calibration)
     print(api.report(ds))
     print(f"wrote {out}")
     return 0
@@ -174,6 +174,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--sweep", action="append", type=_sweep, metavar="KEY.PATH=V1,V2,...",
                      help="vary a protocol key over values (repeatable; adds to the protocol's own sweep:); "
                           "each key becomes a result dimension, e.g. arms.active.effects.0.hazard_ratio=0.7,0.8")
+    run.add_argument("--calibration", default=None, metavar="FIT.nc",
+                     help="population scenario: replicate r runs the disease model at the r-th parameter draw of "
+                          "a vctrial calibrate result (a probabilistic sensitivity analysis)")
     add_execution_options(run)
     run.set_defaults(func=_run)
 

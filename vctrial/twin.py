@@ -58,6 +58,7 @@ from vctrial.errors import SpecError
 from vctrial.execute import ExecOptions, Job, run_jobs
 from vctrial.results import file_mode, provenance, spec_hash, write_netcdf
 from vctrial.spec.disease import Biomarker
+from vctrial.study.draws import disease_draws, open_calibration
 from vctrial.spec.patient import Patients, load_batch, load_patient
 from vctrial.spec.protocol import BiomarkerEffect, HazardEffect, Protocol, parameter_correlation_matrix
 from vctrial.trial.conduct import effect_profile
@@ -214,7 +215,7 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
     variants = None
     if calibration is not None:
         variants = []
-        for d in disease_draws(protocol, calibration, M):
+        for d in disease_draws(protocol.disease, calibration, M, "--parameter-draws"):
             rate_m = ms.patient_rates(d, column, (1, P))[0]
             variants.append((ms.compile_model(d), np.ascontiguousarray(rate_m)))
         variants = tuple(variants)
@@ -232,43 +233,6 @@ def make_plan(protocol: Protocol, patients: Patients, horizon_years: float, draw
         re_mean=re_mean, re_chol=re_chol, utility=np.array([s.utility for s in disease.states]), endpoint=endpoint,
         hr_profile=None if np.all(hr_profile == 1.0) else hr_profile,
     )
-
-
-def disease_draws(protocol: Protocol, calibration: xr.Dataset, M: int) -> list:
-    """The protocol's disease model at the first M parameter draws of a calibration result.
-
-    The protocol's disease file must be the one calibrated or the calibrated file written from it;
-    the draws set the free parameters, and numbers tied to a parameter (``scales_with``) keep their
-    ratio to it.
-    """
-    from vctrial.spec.base import read_yaml
-    from vctrial.spec.study import disease_from, parameter_value, with_parameters
-
-    source = calibration.attrs.get("file", "--calibration")
-    if calibration.attrs.get("kind") != "calibration":
-        raise SpecError(source, "attrs.kind", f"not a calibration result (kind {calibration.attrs.get('kind')!r})")
-    path = Path(protocol.disease.path)
-    data = read_yaml(path)
-    names = [str(p) for p in calibration.parameter.values]
-    scales = json.loads(calibration.attrs.get("scales_with", "{}"))
-    fitted = [calibration.attrs.get("disease_file"), calibration.attrs.get("disease_out")]
-    if path.resolve() not in {Path(f).resolve() for f in fitted if f}:
-        raise SpecError("command line", "--calibration", f"{source} calibrated {fitted[0]} (written as {fitted[1]}), "
-                        f"not the protocol's disease file {path}")
-    draws = calibration.draws.values
-    if draws.shape[0] < M:
-        raise SpecError("command line", "--calibration", f"{source} has {draws.shape[0]} parameter draws, fewer than "
-                        f"the twin's {M} parameter draws (give --parameter-draws {draws.shape[0]} or fewer)")
-    out = []
-    for m in range(M):
-        values = {}
-        for i, name in enumerate(names):
-            values[name] = float(draws[m, i])
-            for other in scales.get(name, []):
-                values[other] = (float(parameter_value(data, other)) * float(draws[m, i])
-                                 / float(parameter_value(data, name)))
-        out.append(disease_from(with_parameters(data, values), path))
-    return out
 
 
 # ------------------------------------------------------------------------------------ conditioning
@@ -969,7 +933,7 @@ def run_dataset(patient_file: str, protocol_file: str, horizon_years: float = 10
     labels = [patient_label(pid, keep_ids, salt) for pid in patients.ids]
     policy = _id_policy(keep_ids, id_salt is not None)
     options = options or ExecOptions(progress=False)
-    fit = _open_calibration(calibration) if calibration is not None else None
+    fit = open_calibration(calibration) if calibration is not None else None
     if batch:
         plan, arrays = simulate_batch(protocol, patients, horizon_years, draws, seed, parameter_draws, options, fit)
         ds = build_batch_dataset(protocol, patients, plan, arrays, seed, horizon_years, labels, policy)
@@ -979,21 +943,6 @@ def run_dataset(patient_file: str, protocol_file: str, horizon_years: float = 10
     if fit is not None:
         ds.attrs["calibration_file"] = str(calibration)
         ds.attrs["calibration_parameters"] = json.dumps([str(p) for p in fit.parameter.values])
-    return ds
-
-
-def _open_calibration(path: str) -> xr.Dataset:
-    """A ``vctrial calibrate`` result, read fully; one clear line when it is not one."""
-    if not Path(path).is_file():
-        raise SpecError("command line", "--calibration", f"{path}: file not found")
-    try:
-        with xr.open_dataset(path) as ds:
-            ds = ds.load()
-    except (OSError, ValueError) as exc:
-        raise SpecError(str(path), "", f"not a readable netCDF file ({exc})") from None
-    ds.attrs.setdefault("file", str(path))
-    if ds.attrs.get("kind") != "calibration" or "draws" not in ds:
-        raise SpecError(str(path), "attrs.kind", f"not a vctrial calibrate result (kind {ds.attrs.get('kind')!r})")
     return ds
 
 

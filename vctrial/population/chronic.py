@@ -147,8 +147,8 @@ class ChronicEngine:
 
     kind = "chronic"
 
-    def __init__(self, world: PopulationScenario, people: People, seed: int, replicate: int):
-        disease = world.disease
+    def __init__(self, world: PopulationScenario, people: People, seed: int, replicate: int, disease=None):
+        disease = disease or world.disease  # a calibration's parameter draw, or the scenario's own model
         spec = world.spec
         self.world = world
         self.people = people

@@ -61,9 +61,11 @@ def simulate_replicate(world: PopulationScenario, seed: int, replicate: int,
     people = build_people(world, seed, replicate)
     structure = Structure(world, people, seed, replicate) if world.kind == "infection" else None
     outs = []
+    draws = getattr(world, "disease_draws", None)
+    disease = draws[replicate % len(draws)] if draws else None
     for a, ivs in enumerate(world.scenario_interventions):
         if structure is None:
-            engine = ChronicEngine(world, people, seed, replicate)
+            engine = ChronicEngine(world, people, seed, replicate, disease)
         else:
             engine = EpidemicEngine(world, people, structure, seed, replicate)
         deliveries = [Delivery(iv, world, engine, seed, replicate, total) for iv in ivs]

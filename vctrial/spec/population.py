@@ -446,6 +446,7 @@ class PopulationScenario:
         self.scenario_interventions = scenario_interventions
         self.hazard_ratios = hazard_ratios
         self.referenced = referenced
+        self.disease_draws: list[DiseaseSpec] | None = None  # a calibration's parameter draws, one per replicate
 
     @property
     def kind(self) -> str:

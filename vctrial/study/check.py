@@ -160,7 +160,8 @@ def document(results: list[xr.Dataset], command: str) -> str:
            "(probabilities relative to the smaller of p and 1 - p). Hazard ratios put into a protocol as the "
            "active arm's effect check the simulated analysis, not the disease model. A failure is reported, "
            "never tuned away: the file records it as a known failure with the reason, and the test suite "
-           "fails when any verdict changes.", "",
+           "fails when any verdict changes. The patient twin is compared with published risk equations in "
+           "`docs/risk_equations.md`.", "",
            "| file | model | figures passing | known failures |", "|---|---|---|---|"]
     for ds in results:
         n, k = ds.sizes["figure"], int(ds.passed.sum())
