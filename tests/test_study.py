@@ -385,3 +385,32 @@ def test_a_population_run_takes_one_calibration_draw_per_replicate(tmp_path):
     assert np.ptp(p) > 4 * np.sqrt(p.mean() * (1 - p.mean()) / 20_000)  # the draws differ by more than chance
     with pytest.raises(SpecError, match="one per replicate"):
         api.run(file.parent / "population.yaml", replicates=60, seed=2, progress=False, calibration=tmp_path / "fit.nc")
+
+
+def test_biomarker_figures_match_the_mixed_model_moments(tmp_path):
+    """Mean 10 and SD sqrt(1 + 0.25) at baseline; at 12 months the random slope adds 0.6² and the
+    intercept-slope covariance 2 · 0.3 · 1 · 0.6 to the variance (tests/data/exponential.yaml: no
+    biomarker acts on the hazard, so survivors are a random sample). 4 MC SE."""
+    shutil.copy(ROOT / "tests" / "data" / "exponential.yaml", tmp_path / "disease.yaml")
+    shutil.copy(ROOT / "tests" / "data" / "simple_cohort.yaml", tmp_path / "cohort.yaml")
+    study = yaml.safe_load((DATA / "study.yaml").read_text())
+    study.update(cohort="cohort.yaml", disease="disease.yaml", sample_size=1000)
+    study["arms"][1]["effects"] = [{"transition": "event", "hazard_ratio": 0.7}]
+    study["endpoint"]["events"] = ["event"]
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    figures = [{"name": f"{m}_{t}", "measure": f"biomarker_{m}", "biomarker": "marker", "at_month": t,
+                "observed": value, "uncertainty": {"se": 0.1}, "source": "closed form"}
+               for m, t, value in (("mean", 0, 10.0), ("sd", 0, math.sqrt(1.25)), ("mean", 12, 10.0),
+                                   ("sd", 12, math.sqrt(1 + 0.36 + 0.36 + 0.25)))]
+    doc = {"kind": "validation", "name": "biomarker", "sources": ["closed form"], "studies": {"study": "study.yaml"},
+           "figures": figures}
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(doc))
+    ds = run_validation(load_study(tmp_path / "v.yaml"), replicates=60, seed=4, options=ExecOptions(progress=False))
+    for name in ds.figure.values:
+        row = ds.sel(figure=name)
+        assert abs(float(row.simulated_mean) - float(row.observed)) < 4 * float(row.mc_se), (name, float(row.simulated_mean))
+    assert list(ds.unit.values) == ["mmol/L"] * 4
+    figures[0]["biomarker"] = "hba1c"
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError, match=r"figures\[0\].biomarker: unknown biomarker 'hba1c'"):
+        load_study(tmp_path / "v.yaml")

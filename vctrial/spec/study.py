@@ -26,14 +26,15 @@ from vctrial.spec.protocol import Protocol, load_protocol
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 MEASURES = ("proportion", "rate_per_100py", "cumulative_incidence", "survival", "median_time", "hazard_ratio",
-            "median_follow_up", "life_expectancy")
+            "median_follow_up", "life_expectancy", "biomarker_mean", "biomarker_sd")
 NEEDS_EVENTS = {"proportion", "rate_per_100py", "cumulative_incidence", "survival", "median_time", "hazard_ratio"}
-NEEDS_MONTH = {"cumulative_incidence", "survival"}
+NEEDS_MONTH = {"cumulative_incidence", "survival", "biomarker_mean", "biomarker_sd"}
+BIOMARKER = {"biomarker_mean", "biomarker_sd"}
 PROBABILITIES = {"proportion", "cumulative_incidence", "survival"}
-LOG_SCALE = {"rate_per_100py", "median_time", "hazard_ratio", "median_follow_up", "life_expectancy"}
+LOG_SCALE = {"rate_per_100py", "median_time", "hazard_ratio", "median_follow_up", "life_expectancy", "biomarker_sd"}
 UNITS = {"proportion": "1", "rate_per_100py": "events per 100 patient-years", "cumulative_incidence": "1",
          "survival": "1", "median_time": "months", "hazard_ratio": "1", "median_follow_up": "months",
-         "life_expectancy": "years"}
+         "life_expectancy": "years", "biomarker_mean": "the biomarker's unit", "biomarker_sd": "the biomarker's unit"}
 Z95 = 1.959963984540054
 
 
@@ -75,12 +76,16 @@ class Figure(StrictModel):
         "at at_month; survival: Kaplan-Meier at at_month; median_time: Kaplan-Meier median, months; "
         "hazard_ratio: Cox hazard ratio of arm against the first arm; median_follow_up: reverse Kaplan-Meier "
         "median follow-up, months; life_expectancy: mean years to death from the uncensored paths, restricted "
-        "to the protocol's follow-up. All at the study's final analysis, with its censoring."))
+        "to the protocol's follow-up; biomarker_mean, biomarker_sd: of the measured biomarker (measurement noise "
+        "included) at at_month (0: baseline) in the arm's patients alive and followed then. All at the study's final "
+        "analysis, with its censoring."))
     events: list[str] = Field([], description="disease events (transition names, the background death event) "
                               "whose first occurrence counts")
     arm: str | None = Field(None, description="arm of the study's protocol (default: the first); "
                             "hazard_ratio: the arm compared with the first")
-    at_month: float | None = Field(None, gt=0.0, description="months since randomization (cumulative_incidence, survival)")
+    biomarker: str | None = Field(None, description="the disease model's biomarker (biomarker_mean, biomarker_sd)")
+    at_month: float | None = Field(None, ge=0.0, description="months since randomization (cumulative_incidence, "
+                                   "survival: > 0; biomarker figures: a whole number of model steps, 0 = baseline)")
     observed: float = Field(description="the published value, in the measure's unit")
     uncertainty: Uncertainty = Field(description="its uncertainty as published")
     source: str = Field(min_length=1, description="where exactly the value is printed (table, figure, page)")
@@ -96,6 +101,13 @@ class Figure(StrictModel):
             raise ValueError(f"at_month: {self.measure} needs the month it is read at")
         if self.measure not in NEEDS_MONTH and self.at_month is not None:
             raise ValueError(f"at_month: not used by {self.measure}")
+        if self.measure in ("cumulative_incidence", "survival") and self.at_month == 0:
+            raise ValueError(f"at_month: a {self.measure} is read after time zero")
+        if (self.measure in BIOMARKER) != (self.biomarker is not None):
+            raise ValueError("biomarker: " + (f"{self.measure} needs the biomarker it reads" if self.biomarker is None
+                                              else f"not used by {self.measure}"))
+        if self.measure in BIOMARKER and self.events:
+            raise ValueError(f"events: not used by {self.measure}")
         if self.measure in PROBABILITIES and not 0.0 <= self.observed <= 1.0:
             raise ValueError(f"observed: a {self.measure} lies in [0, 1], got {self.observed:g}")
         if self.measure in LOG_SCALE and self.observed <= 0.0:
@@ -315,6 +327,15 @@ def _check_figure(file: str, where: str, fig: Figure, study: Study) -> None:
     if fig.measure == "hazard_ratio" and (fig.arm is None or fig.arm == arms[0]):
         raise SpecError(file, where + ".arm", f"a hazard ratio compares an arm with the first arm ({arms[0]}): "
                         f"name another arm ({', '.join(arms[1:])})")
+    markers = [b.name for b in protocol.disease.biomarkers]
+    if fig.biomarker is not None:
+        if fig.biomarker not in markers:
+            raise SpecError(file, where + ".biomarker", f"unknown biomarker {fig.biomarker!r} (disease has: "
+                            f"{', '.join(markers) or 'none'})")
+        dt = protocol.disease.time_step_months
+        if abs(fig.at_month / dt - round(fig.at_month / dt)) > 1e-9:
+            raise SpecError(file, where + ".at_month", f"must be a whole number of the disease model's steps "
+                            f"({dt:g} months), got {fig.at_month:g}")
     horizon = protocol.spec.horizon_months
     if fig.at_month is not None and fig.at_month > horizon:
         raise SpecError(file, where + ".at_month", f"is after the end of the study's follow-up ({horizon:g} months)")

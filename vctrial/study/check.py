@@ -65,7 +65,7 @@ def figure_dataset(study: Study, values: dict[str, np.ndarray], seed: int, level
         "figure": [f.name for f in figs],
         "replicate": np.arange(sim.shape[1]),
         "measure": ("figure", [f.measure for f in figs]),
-        "unit": ("figure", [UNITS[f.measure] for f in figs]),
+        "unit": ("figure", [unit_of(study, f) for f in figs]),
         "study": ("figure", [study.study_of(f) for f in figs]),
         "arm": ("figure", [f.arm or study.protocols[study.study_of(f)].spec.arms[0].name for f in figs]),
         "events": ("figure", [" ".join(f.events) for f in figs]),
@@ -83,6 +83,14 @@ def figure_dataset(study: Study, values: dict[str, np.ndarray], seed: int, level
     if relative is not None:
         ds.attrs["relative_tolerance"] = relative
     return ds
+
+
+def unit_of(study: Study, fig: Figure) -> str:
+    """The figure's unit (a biomarker figure's is the biomarker's)."""
+    if fig.biomarker is None:
+        return UNITS[fig.measure]
+    disease = study.protocols[study.study_of(fig)].disease
+    return next(b.unit for b in disease.biomarkers if b.name == fig.biomarker) or "1"
 
 
 def accepted_range(figs: list[Figure], lower: np.ndarray, upper: np.ndarray, relative: float

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vctrial.disease import biomarker
 from vctrial.spec.protocol import Protocol
 from vctrial.spec.study import Figure
 from vctrial.trial import analysis
@@ -31,15 +32,31 @@ class StudyJob:
 def figures_chunk(job: StudyJob, seed: int, replicates: np.ndarray) -> dict[str, np.ndarray]:
     """(R,) value of every figure in each simulated study (NaN where it cannot be estimated, e.g. a
     median survival not reached)."""
-    trial, _, _ = simulate_patients(job.protocol, seed, np.asarray(replicates, np.int64))
-    return {f.name: figure_values(trial, f) for f in job.figures}
+    replicates = np.asarray(replicates, np.int64)
+    steps = record_steps(job.protocol, job.figures)
+    trial, _, _ = simulate_patients(job.protocol, seed, replicates, steps)
+    observed = None
+    if steps.size:
+        months = steps * job.protocol.disease.time_step_months
+        observed = biomarker.observe(job.protocol.disease.biomarkers, trial.paths.marker_true, months, seed, replicates)
+    return {f.name: figure_values(trial, f, observed, steps) for f in job.figures}
 
 
-def figure_values(trial: Trial, fig: Figure) -> np.ndarray:
-    """(R,) the figure in each replicate of a batch of simulated studies."""
+def record_steps(protocol: Protocol, figures) -> np.ndarray:
+    """Model steps at which biomarker figures are read (increasing, unique)."""
+    dt = protocol.disease.time_step_months
+    return np.unique(np.array([int(round(f.at_month / dt)) for f in figures if f.biomarker is not None], np.int64))
+
+
+def figure_values(trial: Trial, fig: Figure, observed: np.ndarray | None = None,
+                  steps: np.ndarray | None = None) -> np.ndarray:
+    """(R,) the figure in each replicate of a batch of simulated studies; biomarker figures read the
+    measured values ``observed`` (R, n, A, B, V) at the recorded ``steps``."""
     arms = [a.name for a in trial.protocol.spec.arms]
     a = arms.index(fig.arm) if fig.arm is not None else 0
     m = fig.measure
+    if m in ("biomarker_mean", "biomarker_sd"):
+        return _biomarker(trial, fig, a, observed, steps)
     if m == "life_expectancy":
         horizon = trial.protocol.spec.horizon_months
         death = np.minimum(_assigned(trial.paths.death_time, trial.arm), horizon)
@@ -65,6 +82,24 @@ def figure_values(trial: Trial, fig: Figure) -> np.ndarray:
         ok = cox.converged & np.isfinite(cox.log_hr)
         return np.where(ok, np.exp(np.where(ok, cox.log_hr, 0.0)), np.nan)
     raise ValueError(f"unknown measure {m!r}")
+
+
+def _biomarker(trial: Trial, fig: Figure, a: int, observed: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Mean or SD of the measured biomarker at ``at_month`` in the arm's patients alive and followed then."""
+    disease = trial.protocol.disease
+    j = [b.name for b in disease.biomarkers].index(fig.biomarker)
+    v = int(np.searchsorted(steps, int(round(fig.at_month / disease.time_step_months))))
+    y = _assigned(observed[:, :, :, j, v], trial.arm)
+    death = _assigned(trial.paths.death_time, trial.arm)
+    seen = trial.enrolled & (trial.arm == a) & (death > fig.at_month) & (trial.dropout > fig.at_month)
+    x = np.where(seen, y, np.nan)
+    count = seen.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(x, axis=1) / count
+        if fig.measure == "biomarker_mean":
+            return np.where(count > 0, mean, np.nan)
+        ss = np.nansum((x - mean[:, None]) ** 2, axis=1)
+        return np.where(count > 1, np.sqrt(ss / np.maximum(count - 1, 1)), np.nan)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

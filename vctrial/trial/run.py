@@ -64,9 +64,11 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     return out
 
 
-def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray) -> tuple[Trial, Any, dict[str, np.ndarray]]:
+def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray, record_steps: np.ndarray | None = None
+                      ) -> tuple[Trial, Any, dict[str, np.ndarray]]:
     """Every patient of the trials up to the analysis: (per-patient arrays, the cohort, per-replicate
-    counts of screening, randomization and occupancy)."""
+    counts of screening, randomization and occupancy). ``record_steps`` replaces the steps at which
+    true biomarker values are kept (default: the biomarker endpoint's baseline and visit)."""
     spec = protocol.spec
     replicates = np.asarray(replicates, np.int64)
     R, n = len(replicates), spec.sample_size
@@ -99,7 +101,7 @@ def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray) -> 
     age = cohort.column(bg.age) if bg else np.zeros((R, n))
     female = cohort.column(bg.female) if bg else np.zeros((R, n))
     switches = conduct.switching(protocol, (R, n), steps, seed, replicates)
-    markers = _markers(protocol, cohort, (R, n), seed, replicates)
+    markers = _markers(protocol, cohort, (R, n), seed, replicates, record_steps)
     start, months_in_state = start_arrays(protocol.cohort, cohort, list(model.state_names), model.initial_state)
     paths = multistate.simulate(model, rate, hazard_ratios(protocol, steps), age, female, steps, seed, replicates,
                                 switching=switches, markers=markers, start_state=start,
@@ -136,10 +138,10 @@ def _record_steps(protocol: Protocol) -> np.ndarray:
     return np.array([0, int(round(ep.visit_month / protocol.disease.time_step_months))], np.int64)
 
 
-def _markers(protocol: Protocol, cohort, shape, seed, replicates) -> multistate.Markers | None:
+def _markers(protocol: Protocol, cohort, shape, seed, replicates, record=None) -> multistate.Markers | None:
     """Biomarker inputs when the disease has biomarkers that hazards, rules or the endpoint use."""
     disease = protocol.disease
-    record = _record_steps(protocol)
+    record = _record_steps(protocol) if record is None else np.asarray(record, np.int64)
     if not disease.biomarkers or not (disease.has_biomarker_terms or record.size
                                       or any(b.intensification for b in disease.biomarkers)):
         return None
