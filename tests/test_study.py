@@ -77,6 +77,27 @@ def test_a_rate_is_events_over_person_time_and_a_proportion_counts_patients():
         assert figure_values(trial, figs["ill_rate"])[r] == pytest.approx(rate, rel=1e-12)
 
 
+def test_a_subgroup_figure_counts_the_subgroup_only():
+    from vctrial.cohort import synthesize
+    from vctrial.spec.study import Figure
+    from vctrial.study.measures import figure_values, subgroup
+    from vctrial.trial.run import final_data, simulate_patients
+
+    study = load_study(DATA / "check.yaml")
+    protocol = study.protocols["study"]
+    reps = np.arange(2)
+    cohort = synthesize(protocol.cohort, protocol.spec.sample_size, 3, reps)
+    trial, _, _ = simulate_patients(protocol, 3, reps, cohort=cohort)
+    fig = Figure(name="w", measure="proportion", events=["illness"], where="sex_female == 1 and age < 60",
+                 observed=0.4, uncertainty={"se": 0.1}, source="s")
+    sub = subgroup(protocol, fig, cohort)
+    women_under_60 = (cohort.column("sex_female") == 1) & (cohort.column("age") < 60)
+    np.testing.assert_array_equal(sub, women_under_60)
+    time, event, include, _ = final_data(trial, ["illness"])
+    mask = include & (trial.arm == 0) & women_under_60
+    np.testing.assert_array_equal(figure_values(trial, fig, sub=sub), (event & mask).sum(axis=1) / mask.sum(axis=1))
+
+
 # ------------------------------------------------------------------------------------------------ check
 
 
@@ -155,6 +176,8 @@ BAD_INPUTS = [
     ("validation", "figures.1.uncertainty", {"count": 4, "denominator": 10}, "binomial counts describe proportions"),
     ("validation", "figures.0.observed", 1.5, "a proportion lies in [0, 1]"),
     ("validation", "studies.study", "missing.yaml", "studies.study: referenced file not found"),
+    ("validation", "figures.0.where", "weight > 3", "figures[0].where: unknown name 'weight'"),
+    ("validation", "figures.0.where", "age + 1", "figures[0].where: must be a condition"),
     ("calibration", "parameters.0.path", "transitions.illness.rate", "parameters[0].path: transitions.illness.rate is "
                                                                      "not in the disease file"),
     ("calibration", "parameters.0.path", "transitions.nothing.rate_per_year", "parameters[0].path"),

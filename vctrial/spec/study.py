@@ -84,6 +84,9 @@ class Figure(StrictModel):
     arm: str | None = Field(None, description="arm of the study's protocol (default: the first); "
                             "hazard_ratio: the arm compared with the first")
     biomarker: str | None = Field(None, description="the disease model's biomarker (biomarker_mean, biomarker_sd)")
+    where: str | None = Field(None, description=(
+        "a subgroup: a condition on the cohort's covariates at baseline, e.g. \"sex_female == 1 and age < 65\" "
+        "(the expression grammar of cohort files; null: every patient)"))
     at_month: float | None = Field(None, ge=0.0, description="months since randomization (cumulative_incidence, "
                                    "survival: > 0; biomarker figures: a whole number of model steps, 0 = baseline)")
     observed: float = Field(description="the published value, in the measure's unit")
@@ -231,7 +234,8 @@ class Method(StrictModel):
     name: Literal["least_squares"] = Field("least_squares", description=(
         "scipy.optimize.least_squares (trust-region reflective, bounds) on (simulated - observed) / SE per "
         "target, plus (value - prior mean) / prior SD per prior; common random numbers make it deterministic"))
-    max_evaluations: int = Field(200, ge=2, le=100_000, description="most model evaluations")
+    max_evaluations: int = Field(200, ge=2, le=100_000, description=(
+        "most candidates evaluated, the k + 1 of the final Jacobian (for the Laplace draws) included"))
     step: float = Field(0.05, gt=0.0, le=1.0, description="finite-difference step on the search scale "
                         "(relative for log-scaled parameters); large enough to see through Monte Carlo grain")
     tolerance: float = Field(1e-3, gt=0.0, lt=1.0, description=(
@@ -249,6 +253,15 @@ class CalibrationSpec(StudySet):
     targets: list[Figure] = Field(min_length=1, description="published figures to fit")
     parameters: list[FreeParameter] = Field(min_length=1, description="free parameters")
     method: Method = Field(Method(), description="the search")
+
+    @pydantic.model_validator(mode="after")
+    def _budget(self) -> CalibrationSpec:
+        k = len(self.parameters)
+        if self.method.max_evaluations < 2 * (k + 1):
+            raise ValueError(f"method.max_evaluations: at least 2 (k + 1) = {2 * (k + 1)} with {k} free parameters "
+                             f"(a Jacobian needs k + 1 candidates; the last k + 1 are kept for the one at the fit), "
+                             f"got {self.method.max_evaluations}")
+        return self
 
 
 class Study:
@@ -327,6 +340,15 @@ def _check_figure(file: str, where: str, fig: Figure, study: Study) -> None:
     if fig.measure == "hazard_ratio" and (fig.arm is None or fig.arm == arms[0]):
         raise SpecError(file, where + ".arm", f"a hazard ratio compares an arm with the first arm ({arms[0]}): "
                         f"name another arm ({', '.join(arms[1:])})")
+    if fig.where is not None:
+        from vctrial.expr import ExprError, parse
+
+        try:
+            condition = parse(fig.where, protocol.cohort.levels_or_none())
+        except ExprError as exc:
+            raise SpecError(file, where + ".where", str(exc)) from None
+        if not condition.is_condition:
+            raise SpecError(file, where + ".where", f"must be a condition (true or false), got the number {fig.where!r}")
     markers = [b.name for b in protocol.disease.biomarkers]
     if fig.biomarker is not None:
         if fig.biomarker not in markers:

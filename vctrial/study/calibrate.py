@@ -176,7 +176,8 @@ def fit(study: Study, replicates: int | None = None, seed: int | None = None,
     x0 = np.clip(start_vector(study), lo, hi)
     step = spec.method.step
     k = len(x0)
-    search = _Search(study, replicates, seed, options, spec.method.max_evaluations)
+    # k + 1 candidates are kept for the Jacobian at the fit (the Laplace approximation)
+    search = _Search(study, replicates, seed, options, spec.method.max_evaluations - (k + 1))
 
     def jacobian_points(x: np.ndarray) -> list[np.ndarray]:
         pts = []
@@ -204,19 +205,20 @@ def fit(study: Study, replicates: int | None = None, seed: int | None = None,
         search.options = inner
         r_start = residual(x0)
         try:
-            res = optimize.least_squares(residual, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale=1.0,
+            # the search runs on the offset from the start (z = x - x0), so that scipy's relative step
+            # tolerance (xtol (xtol + |z|)) measures moves, not the size of log rates
+            res = optimize.least_squares(lambda z: residual(x0 + z), np.zeros(k), jac=lambda z: jac(x0 + z),
+                                         bounds=(lo - x0, hi - x0), method="trf", x_scale=1.0,
                                          max_nfev=spec.method.max_evaluations, ftol=spec.method.tolerance,
                                          xtol=spec.method.tolerance, gtol=spec.method.tolerance)
-            status = res.message
+            status = f"converged ({res.message.rstrip('.')})"
         except _Budget:
-            status = f"stopped: the budget of {spec.method.max_evaluations} evaluations is spent"
+            status = (f"stopped: the budget of {spec.method.max_evaluations} evaluations is spent (the last {k + 1} "
+                      "kept for the Jacobian at the fit)")
         best = min(search.order, key=lambda key: float(np.sum(search.residuals(search.cache[key], np.array(key)) ** 2)))
         x_hat = np.array(best)
-        try:
-            J = jac(x_hat)
-        except _Budget:  # the Jacobian needs k more candidates than are left: allow them, the fit is done
-            search.budget += k + 1
-            J = jac(x_hat)
+        search.budget = spec.method.max_evaluations
+        J = jac(x_hat)
     cov, identified = _laplace(J)
     rng = np.random.default_rng([int(seed), 0xCA1])
     draws = _draws(rng, x_hat, cov, identified, lo, hi, spec.method.draws)
@@ -301,8 +303,9 @@ def fit_dataset(study: Study, f: Fit, replicates: int, seed: int) -> xr.Dataset:
     se_search = np.sqrt(np.diag(f.covariance))
     logs = np.array([p.log_scale for p in spec.parameters])
     z = 1.959963984540054
-    lo95 = to_values(spec, f.estimate - z * se_search)
-    hi95 = to_values(spec, f.estimate + z * se_search)
+    lo_s, hi_s = search_bounds(spec)
+    lo95 = to_values(spec, np.clip(f.estimate - z * se_search, lo_s, hi_s))  # the interval within the bounds
+    hi95 = to_values(spec, np.clip(f.estimate + z * se_search, lo_s, hi_s))
     ds = ds.assign_coords(parameter=names, draw=np.arange(f.draws.shape[0]))
     ds["start_value"] = (("parameter",), to_values(spec, f.start), {"long_name": "value in the input disease file"})
     ds["estimate"] = (("parameter",), est, {"long_name": "calibrated value"})
@@ -316,6 +319,15 @@ def fit_dataset(study: Study, f: Fit, replicates: int, seed: int) -> xr.Dataset:
     ds["identified"] = (("parameter",), f.identified, {"long_name": "the targets move this parameter", "units": "1"})
     ds["draws"] = (("draw", "parameter"), to_values(spec, f.draws),
                    {"long_name": "parameter draws from the Laplace approximation of the posterior"})
+    n_res = len(spec.targets) + sum(p.prior is not None for p in spec.parameters)
+    df = n_res - int(f.identified.sum())
+    from scipy.stats import chi2
+
+    ds.attrs.update({"fit_df": int(df), "fit_p_value": float(chi2.sf(f.objective, df)) if df > 0 else float("nan")})
+    at_lo = np.isclose(f.estimate, search_bounds(spec)[0], rtol=0, atol=1e-9)
+    at_hi = np.isclose(f.estimate, search_bounds(spec)[1], rtol=0, atol=1e-9)
+    ds["at_bound"] = (("parameter",), np.where(at_lo, -1, np.where(at_hi, 1, 0)).astype(np.int8),
+                      {"long_name": "the estimate is at its lower (-1) or upper (1) bound (0: inside)", "units": "1"})
     ds.attrs.update({"method": spec.method.name, "step": spec.method.step, "evaluations": f.evaluations,
                      "status": f.status, "objective_start": f.objective_start, "objective": f.objective,
                      "replicates": int(replicates),
@@ -360,7 +372,7 @@ def format_fit(ds: xr.Dataset) -> str:
     lines = [f"{ds.attrs['name']}: {ds.attrs['evaluations']} evaluations of {ds.attrs['replicates']} simulated "
              f"studies each, seed {ds.attrs['seed']}; {ds.attrs['status']}",
              f"objective (sum of squared standardized residuals): {ds.attrs['objective_start']:.2f} at the start, "
-             f"{ds.attrs['objective']:.2f} at the fit", ""]
+             f"{ds.attrs['objective']:.2f} at the fit", _fit_line(ds), ""]
     rows = [["target", "measure", "published ± SE", "start", "fit ± MC SE", "z"]]
     for i, name in enumerate(ds.figure.values):
         m = str(ds.measure.values[i])
@@ -372,12 +384,24 @@ def format_fit(ds: xr.Dataset) -> str:
     rows.append(["parameter", "", "start", "estimate", "95% interval", "bounds"])
     for i, name in enumerate(ds.parameter.values):
         ok = bool(ds.identified[i])
-        rows.append([str(name), "", f"{float(ds.start_value[i]):.4g}", f"{float(ds.estimate[i]):.4g}",
+        bound = {-1: " (at lower bound)", 1: " (at upper bound)"}.get(int(ds.at_bound[i]), "")
+        rows.append([str(name), "", f"{float(ds.start_value[i]):.4g}", f"{float(ds.estimate[i]):.4g}{bound}",
                      f"[{float(ds.interval_lower[i]):.4g}, {float(ds.interval_upper[i]):.4g}]" if ok else "not identified",
                      f"[{float(ds.lower_bound[i]):g}, {float(ds.upper_bound[i]):g}]"])
     widths = [max(len(r[k]) for r in rows if len(r) > k) for k in range(6)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def _fit_line(ds: xr.Dataset) -> str:
+    """Whether the fit reproduces the targets within their published uncertainty (a chi-square test of the
+    objective; Monte Carlo error of the simulated means is not in it)."""
+    df, p = ds.attrs["fit_df"], ds.attrs["fit_p_value"]
+    if df <= 0:
+        return f"fit: as many free parameters as targets and priors ({df} degrees of freedom): no test of fit"
+    verdict = ("consistent with the targets" if p >= 0.05
+               else "the targets are NOT all reproduced within their published uncertainty")
+    return f"fit: chi-square {ds.attrs['objective']:.2f} on {df} degrees of freedom, p = {p:.3g}: {verdict}"
 
 
 def run_command(file: str, out: str, disease_out: str | None, replicates: int | None, seed: int | None,

@@ -16,6 +16,7 @@ from vctrial.disease import biomarker
 from vctrial.spec.protocol import Protocol
 from vctrial.spec.study import Figure
 from vctrial.trial import analysis
+from vctrial.cohort import synthesize
 from vctrial.trial.run import Trial, _assigned, final_data, simulate_patients
 
 MEDIAN_GRID_MONTHS = 0.05  # resolution of Kaplan-Meier medians
@@ -29,17 +30,46 @@ class StudyJob:
     figures: tuple[Figure, ...]
 
 
+_COHORTS: dict[tuple, object] = {}  # cohorts synthesized by this process, reused across calibration candidates
+_COHORTS_KEPT = 4
+
+
+def _cohort(protocol: Protocol, seed: int, replicates: np.ndarray):
+    """The study's synthetic cohort: it does not depend on the disease parameters, so every candidate of a
+    calibration meets the same one; screening it again would take most of an evaluation's time."""
+    from vctrial.execute import fingerprint
+
+    n = protocol.spec.sample_size
+    key = (fingerprint(protocol.cohort), n, int(seed), replicates.tobytes())
+    if key not in _COHORTS:
+        if len(_COHORTS) >= _COHORTS_KEPT:
+            _COHORTS.pop(next(iter(_COHORTS)))
+        _COHORTS[key] = synthesize(protocol.cohort, n, seed, replicates)
+    return _COHORTS[key]
+
+
 def figures_chunk(job: StudyJob, seed: int, replicates: np.ndarray) -> dict[str, np.ndarray]:
     """(R,) value of every figure in each simulated study (NaN where it cannot be estimated, e.g. a
     median survival not reached)."""
     replicates = np.asarray(replicates, np.int64)
     steps = record_steps(job.protocol, job.figures)
-    trial, _, _ = simulate_patients(job.protocol, seed, replicates, steps)
+    cohort = _cohort(job.protocol, seed, replicates)
+    trial, _, _ = simulate_patients(job.protocol, seed, replicates, steps, cohort=cohort)
     observed = None
     if steps.size:
         months = steps * job.protocol.disease.time_step_months
         observed = biomarker.observe(job.protocol.disease.biomarkers, trial.paths.marker_true, months, seed, replicates)
-    return {f.name: figure_values(trial, f, observed, steps) for f in job.figures}
+    return {f.name: figure_values(trial, f, observed, steps, subgroup(job.protocol, f, cohort)) for f in job.figures}
+
+
+def subgroup(protocol: Protocol, fig: Figure, cohort) -> np.ndarray | None:
+    """(R, n) patients the figure's ``where`` selects at baseline (None: everyone)."""
+    if fig.where is None:
+        return None
+    from vctrial.expr import parse
+
+    condition = parse(fig.where, protocol.cohort.levels_or_none())
+    return condition.evaluate({name: cohort.column(name) for name in condition.names})
 
 
 def record_steps(protocol: Protocol, figures) -> np.ndarray:
@@ -49,22 +79,25 @@ def record_steps(protocol: Protocol, figures) -> np.ndarray:
 
 
 def figure_values(trial: Trial, fig: Figure, observed: np.ndarray | None = None,
-                  steps: np.ndarray | None = None) -> np.ndarray:
+                  steps: np.ndarray | None = None, sub: np.ndarray | None = None) -> np.ndarray:
     """(R,) the figure in each replicate of a batch of simulated studies; biomarker figures read the
-    measured values ``observed`` (R, n, A, B, V) at the recorded ``steps``."""
+    measured values ``observed`` (R, n, A, B, V) at the recorded ``steps``; ``sub`` (R, n) keeps the
+    subgroup's patients only."""
     arms = [a.name for a in trial.protocol.spec.arms]
     a = arms.index(fig.arm) if fig.arm is not None else 0
     m = fig.measure
+    sub = np.ones(trial.arm.shape, bool) if sub is None else sub
     if m in ("biomarker_mean", "biomarker_sd"):
-        return _biomarker(trial, fig, a, observed, steps)
+        return _biomarker(trial, fig, a, observed, steps, sub)
     if m == "life_expectancy":
         horizon = trial.protocol.spec.horizon_months
         death = np.minimum(_assigned(trial.paths.death_time, trial.arm), horizon)
-        mask = trial.enrolled & (trial.arm == a)
+        mask = trial.enrolled & (trial.arm == a) & sub
         return _ratio(np.where(mask, death, 0.0).sum(axis=1) / 12.0, mask.sum(axis=1))
     if m == "median_follow_up":
-        return _median_follow_up(trial, a)
+        return _median_follow_up(trial, a, sub)
     time, event, include, _ = final_data(trial, list(fig.events))
+    include = include & sub
     mask = include & (trial.arm == a)
     if m == "proportion":
         return _ratio((event & mask).sum(axis=1), mask.sum(axis=1))
@@ -84,14 +117,15 @@ def figure_values(trial: Trial, fig: Figure, observed: np.ndarray | None = None,
     raise ValueError(f"unknown measure {m!r}")
 
 
-def _biomarker(trial: Trial, fig: Figure, a: int, observed: np.ndarray, steps: np.ndarray) -> np.ndarray:
+def _biomarker(trial: Trial, fig: Figure, a: int, observed: np.ndarray, steps: np.ndarray, sub: np.ndarray
+               ) -> np.ndarray:
     """Mean or SD of the measured biomarker at ``at_month`` in the arm's patients alive and followed then."""
     disease = trial.protocol.disease
     j = [b.name for b in disease.biomarkers].index(fig.biomarker)
     v = int(np.searchsorted(steps, int(round(fig.at_month / disease.time_step_months))))
     y = _assigned(observed[:, :, :, j, v], trial.arm)
     death = _assigned(trial.paths.death_time, trial.arm)
-    seen = trial.enrolled & (trial.arm == a) & (death > fig.at_month) & (trial.dropout > fig.at_month)
+    seen = trial.enrolled & (trial.arm == a) & (death > fig.at_month) & (trial.dropout > fig.at_month) & sub
     x = np.where(seen, y, np.nan)
     count = seen.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -118,11 +152,11 @@ def _km_median(time, event, include, horizon: float) -> np.ndarray:
     return np.where(reached, grid[first], np.nan)
 
 
-def _median_follow_up(trial: Trial, a: int) -> np.ndarray:
+def _median_follow_up(trial: Trial, a: int, sub: np.ndarray) -> np.ndarray:
     """Reverse Kaplan-Meier median follow-up: the end of follow-up is the 'event', death censors it."""
     time, _, include, follow = final_data(trial, list(trial.protocol.spec.endpoint.events))
     death = _assigned(trial.paths.death_time, trial.arm)
     end = np.minimum(np.minimum(death, trial.dropout), follow)
     ended_alive = end < death
-    mask = include & (trial.arm == a)
+    mask = include & (trial.arm == a) & sub
     return _km_median(np.where(mask, end, 0.0), ended_alive & mask, mask, trial.protocol.spec.horizon_months)

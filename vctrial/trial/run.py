@@ -64,16 +64,18 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     return out
 
 
-def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray, record_steps: np.ndarray | None = None
-                      ) -> tuple[Trial, Any, dict[str, np.ndarray]]:
+def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray, record_steps: np.ndarray | None = None,
+                      cohort=None) -> tuple[Trial, Any, dict[str, np.ndarray]]:
     """Every patient of the trials up to the analysis: (per-patient arrays, the cohort, per-replicate
     counts of screening, randomization and occupancy). ``record_steps`` replaces the steps at which
-    true biomarker values are kept (default: the biomarker endpoint's baseline and visit)."""
+    true biomarker values are kept (default: the biomarker endpoint's baseline and visit); ``cohort``
+    is the synthetic cohort of these replicates when the caller already has it."""
     spec = protocol.spec
     replicates = np.asarray(replicates, np.int64)
     R, n = len(replicates), spec.sample_size
     A = len(spec.arms)
-    cohort = synthesize(protocol.cohort, n, seed, replicates)
+    if cohort is None:
+        cohort = synthesize(protocol.cohort, n, seed, replicates)
     out: dict[str, np.ndarray] = {}
     site_of = None
     if spec.enrollment.sites:
