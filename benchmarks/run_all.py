@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["kernel", "analysis", "trial", "design", "ray", "twin", "population", "calibrate"]
+BENCHMARKS = ["kernel", "analysis", "counts", "trial", "design", "ray", "twin", "population",
+              "calibrate"]
 
 
 def main() -> int:

@@ -94,17 +94,19 @@ class Ancova(NamedTuple):
 def _risk_table(time, event, group, include, order):
     """Distinct event times of one replicate with numbers at risk and events per group.
 
-    ``order`` sorts ``time`` (excluded patients may sit anywhere in it; they are skipped).
+    ``order`` lists the patients to tabulate in increasing time: all of them, or a subset such
+    as one stratum (excluded patients may sit anywhere in it; they are skipped).
     Patients censored at an event time count as at risk at that time. Returns arrays
     (event_time, at_risk0, at_risk1, events0, events1), one entry per distinct event time in
     increasing order.
     """
-    n = time.shape[0]
+    n = order.shape[0]
     r0 = 0
     r1 = 0
-    for i in range(n):
-        if include[i]:
-            if group[i] == 1:
+    for j in range(n):
+        p = order[j]
+        if include[p]:
+            if group[p] == 1:
                 r1 += 1
             else:
                 r0 += 1
@@ -161,6 +163,17 @@ def _logrank_one(time, event, group, include, order, rho, gamma):
     if not np.any(include):
         return nan, nan, nan, nan, nan, nan
     _, n0, n1, d0, d1 = _risk_table(time, event, group, include, order)
+    o0, o1, e1, num, var = _logrank_sums(n0, n1, d0, d1, rho, gamma)
+    z = num / np.sqrt(var) if var > 0.0 else nan
+    return z, o0, o1, (o0 + o1) - e1, e1, var
+
+
+@numba.njit(cache=True)
+def _logrank_sums(n0, n1, d0, d1, rho, gamma):
+    """Sums of one risk table: (observed0, observed1, expected1, weighted O1 - E1, variance).
+
+    The Fleming-Harrington weights use the Kaplan-Meier estimate of the table's own patients.
+    """
     weighted = rho != 0.0 or gamma != 0.0
     s_before = 1.0  # pooled Kaplan-Meier just before the current event time, S(t-)
     o0 = 0.0
@@ -182,8 +195,7 @@ def _logrank_one(time, event, group, include, order, rho, gamma):
         if n > 1.0:
             var += w * w * d * (n1[k] / n) * (n0[k] / n) * (n - d) / (n - 1.0)
         s_before *= 1.0 - d / n
-    z = num / np.sqrt(var) if var > 0.0 else nan
-    return z, o0, o1, (o0 + o1) - e1, e1, var
+    return o0, o1, e1, num, var
 
 
 @numba.njit(cache=True, parallel=True)
@@ -248,19 +260,62 @@ def _efron(beta, n0, n1, d0, d1):
 
 
 @numba.njit(cache=True)
-def _cox_one(time, event, group, include, order, max_iter, tol):
-    """Newton-Raphson with step halving from beta = 0 for one replicate.
+def _breslow(beta, n0, n1, d0, d1):
+    """Breslow log partial likelihood, score and information for a 0/1 covariate.
 
-    Converged when the full Newton step is below ``tol``. When the estimate is infinite the
-    Newton step stays near +-1 however far beta goes, so the loop ends at ``max_iter``.
-    Returns (log_hr, se, converged).
+    Tied events share one risk set; p1, p0 are computed as in :func:`_efron`.
     """
+    eb = np.exp(beta)
+    emb = np.exp(-beta)
+    loglik = 0.0
+    score = 0.0
+    info = 0.0
+    for k in range(n0.shape[0]):
+        d = d0[k] + d1[k]
+        if beta > 0.0:
+            den = n0[k] * emb + n1[k]
+            log_den = beta + np.log(den)
+            p1 = n1[k] / den
+            p0 = n0[k] * emb / den
+        else:
+            den = n0[k] + n1[k] * eb
+            log_den = np.log(den)
+            p1 = n1[k] * eb / den
+            p0 = n0[k] / den
+        loglik += beta * d1[k] - d * log_den
+        score += d1[k] * p0 - d0[k] * p1
+        info += d * p1 * p0
+    return loglik, score, info
+
+
+@numba.njit(cache=True)
+def _partial(beta, n0, n1, d0, d1, efron):
+    if efron:
+        return _efron(beta, n0, n1, d0, d1)
+    return _breslow(beta, n0, n1, d0, d1)
+
+
+@numba.njit(cache=True)
+def _cox_one(time, event, group, include, order, max_iter, tol):
+    """Cox fit of one replicate: (log_hr, se, converged)."""
     nan = np.nan
     if not np.any(include):
         return nan, nan, False
     _, n0, n1, d0, d1 = _risk_table(time, event, group, include, order)
+    return _cox_newton(n0, n1, d0, d1, max_iter, tol, True)
+
+
+@numba.njit(cache=True)
+def _cox_newton(n0, n1, d0, d1, max_iter, tol, efron):
+    """Newton-Raphson with step halving from beta = 0 on a risk table (Efron or Breslow ties).
+
+    Converged when the full Newton step is below ``tol``. When the estimate is infinite the
+    Newton step stays near +-1 however far beta goes, so the loop ends at ``max_iter``.
+    The rows of the table may come from several strata. Returns (log_hr, se, converged).
+    """
+    nan = np.nan
     beta = 0.0
-    loglik, score, info = _efron(beta, n0, n1, d0, d1)
+    loglik, score, info = _partial(beta, n0, n1, d0, d1, efron)
     if not info > 0.0:  # no events, or every risk set holds one group only: no information
         return nan, nan, False
     max_step = 5.0  # keeps exp(beta) finite on the way; does not change the converged value
@@ -269,14 +324,14 @@ def _cox_one(time, event, group, include, order, max_iter, tol):
         newton = score / info
         step = min(max(newton, -max_step), max_step)
         new_beta = beta + step
-        new_loglik, new_score, new_info = _efron(new_beta, n0, n1, d0, d1)
+        new_loglik, new_score, new_info = _partial(new_beta, n0, n1, d0, d1, efron)
         # halve only on a real decrease, not on rounding noise of a flat likelihood
         slack = 1e-12 * (1.0 + abs(loglik))
         halvings = 0
         while not new_loglik >= loglik - slack and halvings < 40:
             step *= 0.5
             new_beta = beta + step
-            new_loglik, new_score, new_info = _efron(new_beta, n0, n1, d0, d1)
+            new_loglik, new_score, new_info = _partial(new_beta, n0, n1, d0, d1, efron)
             halvings += 1
         beta, loglik, score, info = new_beta, new_loglik, new_score, new_info
         if not info > 0.0:
