@@ -437,3 +437,17 @@ def test_biomarker_figures_match_the_mixed_model_moments(tmp_path):
     (tmp_path / "v.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(SpecError, match=r"figures\[0\].biomarker: unknown biomarker 'hba1c'"):
         load_study(tmp_path / "v.yaml")
+
+
+def test_a_target_no_simulated_study_can_give_stops_the_calibration(tmp_path, capsys):
+    """A median death time of ln 2 / 0.05 years is never reached in 36 months: nothing to fit (was a NaN fit, exit 0)."""
+    folder = _copy_case(tmp_path)
+    targets = _targets_from(folder / "check.yaml") + [
+        {"name": "death_median", "measure": "median_time", "events": ["death", "death_after_illness"],
+         "observed": 166.0, "uncertainty": {"se": 5.0}, "source": "closed form"}]
+    (folder / "calibrate.yaml").write_text(yaml.safe_dump(_calibration_doc(targets=targets)))
+    out = tmp_path / "fit.nc"
+    assert main(["calibrate", str(folder / "calibrate.yaml"), "-q", "--workers", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "targets[2]: no simulated study gives death_median a value" in err
+    assert not out.exists() and not out.with_suffix(".yaml").exists()

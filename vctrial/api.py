@@ -35,7 +35,7 @@ from vctrial.spec.protocol import Protocol, load_protocol
 __all__ = [
     "load", "load_cohort", "load_disease", "load_protocol", "load_population", "validate", "synthesize",
     "run", "compare", "sweep", "summarize", "report", "figures", "save_figures", "write", "open_results",
-    "bounds", "twin", "check", "calibrate",
+    "bounds", "twin", "check", "calibrate", "design",
 ]
 
 PathLike = str | Path
@@ -82,6 +82,10 @@ def _load_patient_alone(path: PathLike):
             raise SpecError(str(path), key, "needed to check a patient file on its own "
                             "(or check it against a protocol with vctrial twin)")
     base = Path(path).parent
+    for key in ("cohort", "disease"):
+        ref = getattr(spec, key)
+        if not (base / ref).is_file():
+            raise SpecError(str(path), key, f"referenced file not found: {ref} (looked for {base / ref})")
     return load_patient(path, load_cohort(base / spec.cohort), load_disease(base / spec.disease))
 
 
@@ -247,6 +251,20 @@ def bounds(looks: int, alpha: float = 0.025, spending: str = "obf", gamma: float
     b = design(fractions, alpha, spending, gamma)
     return pd.DataFrame({"information_fraction": b.fractions, "efficacy_z": b.efficacy,
                          "cumulative_alpha": b.alpha_spent}, index=pd.RangeIndex(1, b.looks + 1, name="look"))
+
+
+def design(endpoint: str = "survival", *, out: PathLike | None = None, verify: int | None = None, seed: int = 1,
+           workers: int | None = 0, progress: bool = True, exec_options: ExecOptions | None = None, **settings: Any):
+    """Size a trial as ``vctrial design`` does: events, sample size, duration and per-look information of a
+    fixed or group-sequential design (see :mod:`vctrial.trial.sizing`); options are the command's, with
+    underscores (``hazard_ratio=0.7, control_median=12, accrual_duration=12, study_duration=36``). With
+    ``out`` the design is written as a protocol (with its disease and cohort files beside it, never over an
+    existing file); with ``verify=N`` N trials of it are simulated. Returns a ``Design`` (``.text()`` is what
+    the command prints; ``.verification`` holds the calculated and simulated power)."""
+    from vctrial.trial.sizing import run_design
+
+    return run_design(endpoint, out=out, verify_replicates=verify, seed=seed,
+                      exec_options=exec_options or ExecOptions(workers=workers, progress=progress), **settings)
 
 
 def check(files: list[PathLike] | PathLike, replicates: int | None = None, seed: int | None = None, *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -44,18 +45,27 @@ def _bounds(args: argparse.Namespace) -> int:
     if args.fractions is not None:
         fractions = args.fractions
         if len(fractions) != args.looks:
-            raise SpecError("--fractions", "", f"give {args.looks} fractions (one per look), got {len(fractions)}")
+            raise SpecError("command line", "--fractions", f"give {args.looks} fractions (one per look), got "
+                            f"{len(fractions)}")
         if not (all(0 < f <= 1 for f in fractions) and all(b > a for a, b in zip(fractions, fractions[1:]))
                 and fractions[-1] == 1.0):
-            raise SpecError("--fractions", "", f"must increase within (0, 1] and end with 1, got {fractions}")
+            raise SpecError("command line", "--fractions", f"must increase within (0, 1] and end with 1, got "
+                            f"{fractions}")
     else:
         fractions = [(k + 1) / args.looks for k in range(args.looks)]
     if args.spending == "hsd" and args.gamma is None:
         args.gamma = -4.0
     if args.futility == "hsd" and args.futility_gamma is None:
         args.futility_gamma = -2.0
-    b = design(fractions, args.alpha, args.spending, args.gamma, futility=args.futility, beta=args.beta,
-               futility_gamma=args.futility_gamma)
+    for option, family, gamma in (("--gamma", args.spending, args.gamma),
+                                  ("--futility-gamma", args.futility, args.futility_gamma)):
+        if family == "power" and gamma is not None and gamma <= 0:
+            raise SpecError("command line", option, f"the power family needs a gamma above 0, got {gamma:g}")
+    try:
+        b = design(fractions, args.alpha, args.spending, args.gamma, futility=args.futility, beta=args.beta,
+                   futility_gamma=args.futility_gamma)
+    except ValueError as exc:  # a combination the spending functions refuse
+        raise SpecError("command line", "bounds", str(exc)) from None
     spend = args.spending + (f"(gamma={args.gamma:g})" if args.gamma is not None else "")
     print(f"one-sided alpha {args.alpha:g}, {args.looks} looks, {spend} spending"
           + (f"; non-binding futility by {args.futility} beta spending, beta {args.beta:g}" if args.futility else ""))
@@ -63,11 +73,19 @@ def _bounds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _design(args: argparse.Namespace) -> int:
+    """``vctrial design``: events, sample size and duration; --out writes a protocol, --verify simulates it."""
+    from vctrial.trial.sizing import command
+
+    print(command(args, execution_options(args)))
+    return 0
+
+
 def _out_file(text: str) -> Path:
-    out = Path(text)
-    if out.is_dir():
-        raise SpecError(str(out), "", "--out must be a file name, not a folder")
-    return out
+    from vctrial.results import output_target
+
+    output_target("--out", text)  # a name that can be a file: not a folder, a FIFO or a name too long
+    return Path(text)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -96,18 +114,23 @@ def _plot(args: argparse.Namespace) -> int:
 
     from vctrial.plots import save_figures
 
+    from vctrial.plots import KINDS
+    from vctrial.results import check_folder_output
+    from vctrial.spec.base import read_spec_bytes
+
     path = Path(args.file)
-    if not path.is_file():
-        raise SpecError(str(path), "", "file not found")
+    read_spec_bytes(path)  # a regular, readable file (not a folder, FIFO or device)
+    check_folder_output("--out", args.out)
     try:
-        ds = xr.open_dataset(path)
-    except (OSError, ValueError) as exc:
+        ds = xr.open_dataset(path, engine="netcdf4")
+    except (OSError, ValueError, RuntimeError) as exc:
         raise SpecError(str(path), "", f"not a readable netCDF results file ({exc})") from None
     with ds:
-        try:
-            paths = save_figures(ds.load(), args.out, dpi=args.dpi)
-        except ValueError as exc:
-            raise SpecError(str(path), "attrs.kind", str(exc)) from None
+        kind = ds.attrs.get("kind")
+        if kind not in KINDS:
+            raise SpecError(str(path), "attrs.kind", f"not a results file vctrial writes: kind {kind!r} "
+                            f"(known: {', '.join(KINDS)})")
+        paths = save_figures(ds.load(), args.out, dpi=args.dpi)
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -141,6 +164,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     """``vctrial calibrate``: fit a disease file to published targets; writes results and a new disease file."""
     from vctrial.study.calibrate import format_fit, run_command
 
+    _out_file(args.out)  # a name that can be a file (the calibrated disease file's name is made from it)
     ds, disease_out = run_command(args.file, args.out, args.disease_out, args.replicates, args.seed,
                                   execution_options(args, args.out))
     print(format_fit(ds))
@@ -158,8 +182,18 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line naming the command line, exit code 2 (as for a wrong spec file)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("vctrial").strip()
+        message = " ".join(message.split())
+        self.exit(EXIT_SPEC, f"vctrial: error: command line: {message} (see vctrial {command + ' ' if command else ''}"
+                             "--help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vctrial", description="Virtual clinical trials on synthetic patients.")
+    p = _Parser(prog="vctrial", description="Virtual clinical trials on synthetic patients.")
     from vctrial import __version__
 
     p.add_argument("--version", action="version", version=f"vctrial {__version__}")
@@ -167,7 +201,7 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="simulate replicates of a trial protocol or population scenario file and write a netCDF file")
     run.add_argument("protocol", help="protocol YAML file")
-    run.add_argument("--replicates", "-n", type=_positive, default=1000, help="number of simulated trials (default 1000)")
+    run.add_argument("--replicates", "-n", type=_count, default=1000, help="number of simulated trials (default 1000)")
     run.add_argument("--seed", "-s", type=_seed, default=1, help="root random seed (default 1)")
     run.add_argument("--out", "-o", default="results.nc", help="output netCDF file (default results.nc)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -182,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="simulate several trial protocols on the same virtual patients, side by side")
     cmp.add_argument("protocols", nargs="+", help="protocol YAML files")
-    cmp.add_argument("--replicates", "-n", type=_positive, default=1000, help="number of simulated trials (default 1000)")
+    cmp.add_argument("--replicates", "-n", type=_count, default=1000, help="number of simulated trials (default 1000)")
     cmp.add_argument("--seed", "-s", type=_seed, default=1, help="root random seed (default 1)")
     cmp.add_argument("--out", "-o", default="comparison.nc", help="output netCDF file (default comparison.nc)")
     cmp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -190,19 +224,29 @@ def parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=_compare)
 
     bnd = sub.add_parser("bounds", help="group-sequential efficacy (and futility) bounds by Lan-DeMets spending")
-    bnd.add_argument("--looks", "-k", type=_positive, required=True, help="number of analyses, the final one included")
+    bnd.add_argument("--looks", "-k", type=_looks, required=True, help="number of analyses, the final one included "
+                     "(at most 100)")
     bnd.add_argument("--alpha", "-a", type=_probability, default=0.025, help="one-sided type I error (default 0.025)")
     bnd.add_argument("--spending", choices=["obf", "pocock", "hsd", "power"], default="obf",
                      help="alpha spending: Lan-DeMets O'Brien-Fleming or Pocock type, Hwang-Shih-DeCani, "
                           "Kim-DeMets power (default obf)")
-    bnd.add_argument("--gamma", type=float, default=None, help="hsd gamma (default -4) or power exponent")
+    bnd.add_argument("--gamma", type=_finite, default=None, help="hsd gamma (default -4) or power exponent")
     bnd.add_argument("--fractions", type=_fractions, default=None, metavar="F1,F2,...",
                      help="information fractions of the looks (default equally spaced)")
     bnd.add_argument("--futility", choices=["obf", "pocock", "hsd", "power"], default=None,
                      help="add non-binding futility bounds by this beta spending")
     bnd.add_argument("--beta", type=_probability, default=0.1, help="type II error for futility spending (default 0.1)")
-    bnd.add_argument("--futility-gamma", type=float, default=None, help="futility hsd gamma (default -2) or power exponent")
+    bnd.add_argument("--futility-gamma", type=_finite, default=None, help="futility hsd gamma (default -2) or power exponent")
     bnd.set_defaults(func=_bounds)
+
+    from vctrial.trial.sizing import add_arguments as add_design_arguments
+
+    dsg = sub.add_parser("design", help="events, sample size and duration of a fixed or group-sequential design "
+                                        "(time-to-event, continuous, binary); optionally a runnable protocol and a "
+                                        "simulation check")
+    add_design_arguments(dsg)
+    add_execution_options(dsg)
+    dsg.set_defaults(func=_design)
 
     val = sub.add_parser("validate", help="check cohort, disease or protocol files without running them")
     val.add_argument("files", nargs="+")
@@ -211,16 +255,16 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="write PNG figures of a results file")
     plot.add_argument("file", help="netCDF results file written by vctrial")
     plot.add_argument("--out", "-o", default="figures", help="output folder (default figures/)")
-    plot.add_argument("--dpi", type=_positive, default=110, help="resolution (default 110)")
+    plot.add_argument("--dpi", type=_dpi, default=110, help="resolution, 10 to 1200 (default 110)")
     plot.set_defaults(func=_plot)
 
     twin = sub.add_parser("twin", help="what may happen to one patient (YAML) or a batch (CSV) under each option")
     twin.add_argument("patient", help="patient YAML file, or a CSV of patients (id, covariates, optional state)")
     twin.add_argument("--protocol", "-p", required=True, help="protocol whose arms are the options")
-    twin.add_argument("--horizon-years", type=float, default=10.0, help="forecast horizon in years (default 10)")
-    twin.add_argument("--draws", "-n", type=_positive, default=None,
+    twin.add_argument("--horizon-years", type=_finite, default=10.0, help="forecast horizon in years (default 10)")
+    twin.add_argument("--draws", "-n", type=_count, default=None,
                       help="simulations per option and patient (default 10000 for a patient, 1000 for a batch)")
-    twin.add_argument("--parameter-draws", type=_positive, default=None,
+    twin.add_argument("--parameter-draws", type=_count, default=None,
                       help="draws of the uncertain effects (confidence intervals); must divide --draws "
                            "(default: 1 without intervals, else about sqrt of --draws, at most 40)")
     twin.add_argument("--calibration", default=None, metavar="FIT.nc",
@@ -278,7 +322,7 @@ def add_execution_options(sub: argparse.ArgumentParser) -> None:
                         "0 runs in this process without Ray; with --address, the most tasks run at once "
                         "(default: all local cores, in-process unless the first chunk shows the run is long "
                         "enough to pay for starting Ray)")
-    g.add_argument("--address", default=None, metavar="HOST:PORT",
+    g.add_argument("--address", type=_address, default=None, metavar="HOST:PORT",
                    help="join an existing Ray cluster ('auto': the one started on this machine) instead of "
                         "starting one")
     g.add_argument("--resume", action="store_true",
@@ -293,17 +337,46 @@ def add_execution_options(sub: argparse.ArgumentParser) -> None:
 
 def execution_options(args: argparse.Namespace, out: str | Path | None = None):
     """ExecOptions from the options ``add_execution_options`` defined; ``out`` is the command's output."""
-    from vctrial.execute import ExecOptions, RunError
+    from vctrial.execute import ExecOptions
 
     if args.address is not None and args.dashboard:
-        raise RunError("--dashboard applies to a Ray instance the command starts, not to one joined with --address")
+        raise SpecError("command line", "--dashboard", "applies to a Ray instance the command starts, not to one "
+                        "joined with --address")
     extra = {"chunk_patients": args.chunk_patients} if args.chunk_patients else {}
     return ExecOptions(workers=args.workers, progress=not getattr(args, "quiet", False), address=args.address,
                        out=out, resume=args.resume, dashboard=args.dashboard, **extra)
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _finite(text: str) -> float:
+    value = _number(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if text != "auto" and not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT or auto, got {text!r}")
+    return text
+
+
 def _workers(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
@@ -319,7 +392,7 @@ def _sweep(text: str):
 
 
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0.0 < value < 0.5:
         raise argparse.ArgumentTypeError(f"must be between 0 and 0.5, got {value}")
     return value
@@ -327,41 +400,88 @@ def _probability(text: str) -> float:
 
 def _fractions(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",")]
+        values = [float(x) for x in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"must be finite numbers, got {text!r}")
+    return values
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2, got {value}")
+def _count(text: str, least: int = 1) -> int:
+    """A number of replicates or draws: at least ``least``, at most vctrial.MAX_REPLICATES."""
+    from vctrial import MAX_REPLICATES
+
+    value = _integer(text)
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    if value > MAX_REPLICATES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_REPLICATES:,}, got {value:,}")
     return value
+
+
+def _looks(text: str) -> int:
+    value = _positive(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be at most 100, got {value}")
+    return value
+
+
+def _dpi(text: str) -> int:
+    value = _integer(text)
+    if not 10 <= value <= 1200:
+        raise argparse.ArgumentTypeError(f"must be between 10 and 1200, got {value}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    return _count(text, 2)
 
 
 def _seed(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value < 2**63:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
     return value
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment (a notebook or a test may replace it between two calls of
+    ``main``), not to the one of the first call."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 def _log_to_stderr(quiet: bool) -> None:
     """Notes of the run (where it runs, chunks computed and reused) as ``vctrial: ...`` lines."""
     log = logging.getLogger("vctrial")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("vctrial: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _one_line(err: Exception) -> str:
+    """An error as one line: reasons quoting a library's message may hold line breaks."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,22 +493,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SpecError as err:
-        print(f"vctrial: error: {err}", file=sys.stderr)
+        print(f"vctrial: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_SPEC
-    except Exception as err:
-        from vctrial.execute import RunError
-
-        if not isinstance(err, RunError):
-            raise
-        print(f"vctrial: error: {err}", file=sys.stderr)
-        return EXIT_RUN
-    except KeyboardInterrupt:
-        print("vctrial: interrupted; no output written", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader went away (e.g. `| head`): outputs are already written; stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as err:
+        from vctrial.execute import RunError
+        from vctrial.results import WriteError
+
+        if not isinstance(err, (RunError, WriteError)):
+            raise
+        print(f"vctrial: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_RUN
+    except KeyboardInterrupt:
+        print("vctrial: interrupted; no output written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

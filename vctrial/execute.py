@@ -53,13 +53,16 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import vctrial
 from vctrial.errors import SpecError
-from vctrial.results import build_dataset, parts_dir
+from vctrial.results import OutputBusy, WriteError, build_dataset, hold_output, parts_dir, release_output
 from vctrial.spec.protocol import Protocol
 from vctrial.trial.run import simulate_chunk
 
 log = logging.getLogger("vctrial")
 
 PATIENTS_PER_CHUNK = 200_000
+from vctrial import MAX_REPLICATES  # noqa: E402 - re-exported: most replicates one run simulates
+RESULTS_MEMORY_SHARE = 0.5
+"""Share of the machine's memory the results of a run may take (they are held twice while assembled)."""
 PART_FORMAT = 1  # bump when the part-file layout changes
 RAY_WORTH_SECONDS = 15.0  # in-process work above which starting a local Ray (about 6 s here) pays off
 
@@ -147,9 +150,51 @@ class _Task:
 
 def chunks(n_replicates: int, sample_size: int, patients_per_chunk: int = PATIENTS_PER_CHUNK) -> list[np.ndarray]:
     """Replicate index ranges of near-equal size holding at most about ``patients_per_chunk`` patients each."""
+    return [np.arange(lo, hi, dtype=np.int64) for lo, hi in chunk_bounds(n_replicates, sample_size, patients_per_chunk)]
+
+
+def chunk_bounds(n_replicates: int, sample_size: int, patients_per_chunk: int = PATIENTS_PER_CHUNK) -> list[tuple[int, int]]:
+    """``chunks`` as (first, last + 1) pairs, computed without allocating the replicate indices
+    (the same split as ``np.array_split``: the first chunks one replicate longer)."""
     size = max(1, patients_per_chunk // max(sample_size, 1))
-    n_chunks = max(1, math.ceil(n_replicates / size))
-    return [c for c in np.array_split(np.arange(n_replicates, dtype=np.int64), n_chunks) if len(c)]
+    n_chunks = max(1, -(-n_replicates // size))
+    base, extra = divmod(n_replicates, n_chunks)
+    out, lo = [], 0
+    for k in range(n_chunks):
+        hi = lo + base + (k < extra)
+        if hi > lo:
+            out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def memory_bytes() -> int:
+    """Memory this process may use: the machine's physical memory, or a lower address-space limit."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * 2**30
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            total = min(total, soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return int(total)
+
+
+def _check_results_fit(jobs: list[Job], replicates: int, task: _Task, arrays: Mapping[str, np.ndarray]) -> None:
+    """After the first chunk: refuse a run whose results cannot fit in memory, before computing the rest."""
+    per_replicate = sum(np.asarray(a).nbytes for a in arrays.values()) / max(task.hi - task.lo, 1)
+    need = per_replicate * replicates * len(jobs)
+    have = memory_bytes()
+    if need > RESULTS_MEMORY_SHARE * have:
+        raise RunError(f"{replicates:,} replicates of {jobs[task.job].label!r} need about {need / 2**30:,.1f} GiB for "
+                       f"their results ({per_replicate / 2**10:,.1f} KiB each), more than {RESULTS_MEMORY_SHARE:.0%} "
+                       f"of the {have / 2**30:,.1f} GiB of memory here; run fewer replicates (several runs with "
+                       f"different seeds can be combined)")
 
 
 def local_cores() -> int:
@@ -167,6 +212,9 @@ def _ray_connected() -> bool:
 def run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions = ExecOptions()) -> JobResults:
     """Run every job over replicates 0..replicates-1; per job, its arrays concatenated over replicates.
 
+    With ``options.out``, this process holds the output (``results.hold_output``) from here to its final
+    write, so that a second run on the same output refuses to start instead of mixing part files.
+
     Raises:
         RunError: a task failed for a reason of its own (named by job label and replicates), Ray
             lost a task more than ``max_retries`` times, a cluster could not be reached, or part
@@ -175,14 +223,30 @@ def run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions =
     """
     if replicates < 1:
         raise ValueError("replicates must be at least 1")
+    if replicates > MAX_REPLICATES:
+        raise RunError(f"{replicates:,} replicates: at most {MAX_REPLICATES:,} in one run")
     if options.workers is not None and options.workers < 0:
         raise ValueError(f"workers must be 0 or more, got {options.workers}")
     if options.resume and options.out is None:
         raise ValueError("resume needs the output path (ExecOptions.out)")
     if options.dashboard and options.workers != 0:
         _require_dashboard()
-    tasks = [_Task(j, int(c[0]), int(c[-1]) + 1)
-             for j, job in enumerate(jobs) for c in chunks(replicates, job.patients, options.chunk_patients)]
+    if options.out is None:
+        return _run_jobs(jobs, replicates, seed, options)
+    try:
+        hold_output(options.out)
+    except OutputBusy as busy:
+        raise RunError(str(busy)) from None
+    try:
+        return _run_jobs(jobs, replicates, seed, options)
+    except BaseException:
+        release_output(options.out, failed=True)
+        raise
+
+
+def _run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions) -> JobResults:
+    tasks = [_Task(j, lo, hi)
+             for j, job in enumerate(jobs) for lo, hi in chunk_bounds(replicates, job.patients, options.chunk_patients)]
     parts = _Parts(Path(options.out), jobs, seed) if options.out is not None else None
     done: dict[_Task, dict[str, np.ndarray]] = {}
     if parts is not None:
@@ -198,6 +262,8 @@ def run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions =
 
     def finished(task: _Task, arrays: dict[str, np.ndarray], node: str) -> None:
         _check_arrays(jobs[task.job], task, arrays)
+        if not done or len(done) == result.reused:  # the first chunk computed here
+            _check_results_fit(jobs, replicates, task, arrays)
         if parts is not None:
             parts.write(task, arrays)
         done[task] = arrays
@@ -283,6 +349,10 @@ def _run_chunk(fn: ChunkFn, spec: Any, seed: int, lo: int, hi: int, threads: int
     return ("ok", arrays, node)
 
 
+_TOO_BIG = ("array is too big", "Maximum allowed dimension exceeded", "Maximum allowed size exceeded")
+"""How numpy refuses an array larger than any memory (a ValueError, before trying to allocate)."""
+
+
 def _failure(job: Job, task: _Task, what: dict[str, Any], details: str) -> Exception:
     where = f"job {job.label!r}, replicates {task.lo}-{task.hi - 1}"
     if "spec" in what:
@@ -290,6 +360,10 @@ def _failure(job: Job, task: _Task, what: dict[str, Any], details: str) -> Excep
         err: Exception = SpecError(file, path, f"{reason} ({where})")
         err.details = details  # type: ignore[attr-defined]
         return err
+    if what["type"] == "MemoryError" or (what["type"] == "ValueError" and what["message"].startswith(_TOO_BIG)):
+        return RunError(f"{where}: not enough memory for one chunk ({what['message'] or 'MemoryError'}); fewer patients "
+                        "per replicate (sample_size, population size, draws) or a smaller --chunk-patients may fit",
+                        details)
     return RunError(f"{where}: {what['type']}: {what['message']}", details)
 
 
@@ -586,21 +660,35 @@ class _Parts:
                 "sha256": digest}
 
     def write(self, task: _Task, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write one finished chunk atomically (a temporary file renamed when complete)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write one finished chunk atomically (a temporary file renamed when complete); WriteError when the
+        file system refuses it (full, file too large, read-only)."""
         target = self.path(task)
         data = {f"array:{k}": np.asarray(v) for k, v in arrays.items()}
         data["header"] = np.array(json.dumps(self.header(task, _array_digest(arrays)), sort_keys=True))
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.folder)
+        except OSError as exc:
+            raise WriteError(f"cannot write the part file {target}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            self._remove_if_empty()
+            raise WriteError(f"cannot write the part file {target}: {exc.strerror or exc}") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _remove_if_empty(self) -> None:
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass
 
     def read(self, task: _Task) -> dict[str, np.ndarray]:
         """The arrays of a part file; ValueError saying what is wrong when it does not belong here."""

@@ -169,14 +169,91 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, renamed over the target when complete.
+class WriteError(Exception):
+    """An output could not be written (disk full, file too large, read-only file system...): one line for the
+    user; the command line reports it like a failed run (``execute.RunError`` is one)."""
 
-    The run's part files (``parts_dir(path)``), no longer needed, are removed afterwards.
+
+def _made_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, deepest first (to undo)."""
+    missing = []
+    while not _exists(folder):
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        f.mkdir(exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            break
+
+
+def _fsync(path: str | Path, directory: bool = False) -> None:
+    """Flush a file (or a folder's entries) to disk, where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_failed(path: Path, exc: BaseException) -> WriteError:
+    text = str(exc).strip()
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    if not isinstance(exc, OSError):  # netCDF4 names the HDF5 call that failed, not why: say what we can see
+        reason += _space_note(path.parent)
+    parts = parts_dir(path)
+    kept = (f"; the finished chunks are kept in {parts} (rerun with --resume)"
+            if parts.is_dir() and any(_PART_NAME.match(p.name) for p in parts.iterdir()) else "")
+    return WriteError(f"cannot write {path}: {reason}; nothing was written under that name{kept}")
+
+
+def _space_note(folder: Path) -> str:
+    """Why a write may have failed: a nearly full file system, or a file-size limit on this process."""
+    import shutil
+
+    notes = []
+    try:
+        free = shutil.disk_usage(folder).free
+        if free < 2**20:
+            notes.append(f"the file system has {free / 1024:.0f} kB free (disk full?)")
+    except OSError:
+        pass
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            notes.append(f"files are limited to {limit:,} bytes here (ulimit -f)")
+    except (ImportError, OSError, ValueError):
+        pass
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write atomically: a temporary file in the same folder, flushed to disk, renamed over the target.
+
+    The run's part files (``parts_dir(path)``), no longer needed, are removed afterwards, and the run's
+    hold on the output (:func:`hold_output`) released. A file system that refuses the write (full, file
+    too large, read-only) raises :class:`WriteError`: nothing is left under the final name or beside it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        made = _made_folders(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        release_output(path, failed=True)
+        raise _write_failed(path, exc) from None
     os.close(fd)
     try:
         encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype != bool}
@@ -186,29 +263,123 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
                 out[v] = ds[v].astype(np.int8)
                 out[v].attrs.update(ds[v].attrs, flag_values=[0, 1], flag_meanings="false true")
         out.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        _fsync(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
+    except (OSError, RuntimeError) as exc:  # netCDF4 reports a failed write as RuntimeError ("NetCDF: HDF error")
+        Path(tmp).unlink(missing_ok=True)
+        _remove_empty(made)
+        release_output(path, failed=True)
+        raise _write_failed(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        _remove_empty(made)
+        release_output(path, failed=True)
         raise
     remove_parts(path, ds.attrs.get("seed"))
+    release_output(path)
     return path
 
 
 def write_text(text: str, path: str | Path) -> Path:
-    """Write a text file atomically (a temporary file in the same folder, renamed when complete)."""
+    """Write a text file atomically (a temporary file in the same folder, renamed when complete);
+    :class:`WriteError` when the file system refuses it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        made = _made_folders(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        _remove_empty(made)
+        raise _write_failed(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        _remove_empty(made)
         raise
     return path
+
+
+# --- one run per output at a time --------------------------------------------------------------
+
+class OutputBusy(Exception):
+    """Another process is running a command that writes the same output."""
+
+
+_HELD: dict[Path, tuple[int, list[Path]]] = {}  # resolved output -> (lock file descriptor, folders made for it)
+_TEMPORARY = r"^\.{name}\.[A-Za-z0-9_]{{8}}\.tmp$"
+
+
+def lock_file(path: str | Path) -> Path:
+    """The lock file of an output while a run writes it: ``.NAME.lock`` beside it."""
+    target = Path(path).resolve()
+    return target.with_name(f".{target.name}.lock")
+
+
+def hold_output(path: str | Path) -> None:
+    """Hold ``path`` for this process until its final write (or :func:`release_output`): an exclusive lock
+    on ``.NAME.lock`` beside it, so that two runs never write one output (and its part files) at once.
+    :class:`OutputBusy` when another process holds it. Temporary files an interrupted run left for this
+    output (``.NAME.XXXXXXXX.tmp``) are removed. Held already by this process: nothing to do."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this system
+        return
+    target = Path(path).resolve()
+    if target in _HELD:
+        return
+    lock = lock_file(target)
+    made = _made_folders(target.parent)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip()
+            os.close(fd)
+            _remove_empty(made)
+            raise OutputBusy(f"another vctrial run (process {holder or '?'}) is writing {path}; wait for it to "
+                             f"finish, or choose another output") from None
+        try:  # the holder before may have finished and removed the file between our open and lock
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    _HELD[target] = (fd, made)
+    stale = re.compile(_TEMPORARY.format(name=re.escape(target.name)))
+    for item in target.parent.iterdir():
+        if stale.match(item.name) and item.is_file():
+            item.unlink(missing_ok=True)  # an interrupted write's; no other run writes this output now
+
+
+def release_output(path: str | Path, failed: bool = False) -> None:
+    """Give up the hold of :func:`hold_output` (after the final write, or ``failed``: then also remove the
+    folders made for the output if they are still empty)."""
+    target = Path(path).resolve()
+    held = _HELD.pop(target, None)
+    if held is None:
+        return
+    fd, made = held
+    try:
+        lock_file(target).unlink(missing_ok=True)
+    except OSError:
+        pass
+    os.close(fd)
+    if failed:
+        _remove_empty(made)
 
 
 _PART_NAME = re.compile(r"^[0-9a-f]{24}\.\d{9}-\d{9}\.npz$")
@@ -243,18 +414,22 @@ def input_files(path: str | Path, _seen: set[Path] | None = None) -> set[Path]:
     """A spec file and every file it references (cohort, disease, borrowed protocols...), resolved
     (links followed): every string value that names an existing file relative to the spec's folder
     counts, so no spec kind needs listing here."""
-    import yaml
+    from vctrial.errors import SpecError
+    from vctrial.spec.base import read_yaml
 
-    path = Path(path).resolve()
     seen = set() if _seen is None else _seen
-    if path in seen or not path.is_file():
+    try:
+        path = Path(path).resolve()
+        if path in seen or not path.is_file():
+            return seen
+    except (OSError, ValueError):  # a name the system refuses (too long, a NUL byte): nothing to protect
         return seen
     seen.add(path)
     if path.suffix.lower() not in (".yaml", ".yml"):
         return seen
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - the loaders report bad files; here only references matter
+        data = read_yaml(path)  # with the loaders' guards: an alias bomb is refused, not walked
+    except SpecError:  # the loaders report bad files; here only references matter
         return seen
     stack = [data]
     while stack:
@@ -268,7 +443,7 @@ def input_files(path: str | Path, _seen: set[Path] | None = None) -> set[Path]:
             try:
                 if node.split("#", 1)[0] and ref.is_file():
                     input_files(ref, seen)
-            except OSError:
+            except (OSError, ValueError):
                 continue
     return seen
 
@@ -285,7 +460,7 @@ def check_outputs(outputs: dict[str, str | Path | None], inputs: list[str | Path
     for option, out in outputs.items():
         if out is None:
             continue
-        target = Path(out).resolve()
+        target = output_target(option, out)
         for candidate in (target, parts_dir(target)):
             for inp in files:
                 if candidate == inp or (candidate.exists() and inp.exists() and os.path.samefile(candidate, inp)):
@@ -298,17 +473,92 @@ def check_outputs(outputs: dict[str, str | Path | None], inputs: list[str | Path
         _check_writable(option, Path(out))
 
 
+TEMPORARY_NAME_EXTRA = len(".") + len(".") + 8 + len(".tmp")
+"""Characters a temporary file's name adds to its final name (``.NAME.XXXXXXXX.tmp``)."""
+
+
+def output_target(option: str, out: str | Path) -> Path:
+    """The resolved path of an output, refused (SpecError naming the option) when it cannot be a file vctrial
+    writes: a name with a NUL byte or too long for the file system (with room for the temporary file's
+    name), an existing folder, or an existing FIFO, device or socket (never replaced by a file)."""
+    import stat
+
+    from vctrial.errors import SpecError
+
+    text = os.fspath(out)
+    if "\0" in text:
+        raise SpecError("command line", option, f"{text!r} is not a valid file name (a NUL byte)")
+    if not Path(text).name or Path(text).name in (".", ".."):
+        raise SpecError("command line", option, f"{text!r} names no file; give a file name")
+    folder = Path(os.path.abspath(text)).parent
+    while not _exists(folder):
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX") if folder.is_dir() else 255
+    except (OSError, ValueError):
+        limit = 255
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > limit:
+            raise SpecError("command line", option, f"the name {part[:40]}... is {len(os.fsencode(part))} bytes long, "
+                            f"more than this file system's {limit}")
+    name = Path(text).name
+    if len(os.fsencode(name)) + max(TEMPORARY_NAME_EXTRA, len(".parts")) > limit:
+        raise SpecError("command line", option, f"the file name {name[:40]}... is too long: vctrial needs "
+                        f"{TEMPORARY_NAME_EXTRA} more bytes for its temporary file, and this file system allows {limit}")
+    target = Path(text).resolve()
+    try:
+        info = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):  # a folder on the way that is a file: _check_writable says so
+        return target
+    except OSError as exc:
+        raise SpecError("command line", option, f"{text}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError("command line", option, f"{text} is a folder; give a file name")
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError("command line", option, f"{text} exists and is not a regular file (a FIFO, device or socket); "
+                        "vctrial would replace it; give another name")
+    return target
+
+
+def check_folder_output(option: str, folder: str | Path) -> None:
+    """An output folder (of figures) exists as a folder or can be made, and can be written; SpecError if not."""
+    from vctrial.errors import SpecError
+
+    text = os.fspath(folder)
+    if "\0" in text:
+        raise SpecError("command line", option, f"{text!r} is not a valid folder name (a NUL byte)")
+    path = Path(text)
+    if _exists(path) and not path.is_dir():
+        raise SpecError("command line", option, f"{text} is a file, not a folder")
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255 - TEMPORARY_NAME_EXTRA:
+            raise SpecError("command line", option, f"the name {part[:40]}... is too long")
+    _check_writable(option, path / "x")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long: it cannot exist
+        return False
+
+
 def _check_writable(option: str, out: Path) -> None:
     """The output's folder exists or can be made, and can be written (checked before simulating)."""
     from vctrial.errors import SpecError
 
     folder = Path(os.path.abspath(out)).parent
-    while not folder.exists():
+    while not _exists(folder):
         folder = folder.parent
     if not folder.is_dir():
         raise SpecError("command line", option, f"{out} would be under {folder}, which is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise SpecError("command line", option, f"cannot write in {folder} (no permission)")
+        try:
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        why = "a read-only file system" if read_only else "no permission"
+        raise SpecError("command line", option, f"cannot write in {folder} ({why})")
 
 
 def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

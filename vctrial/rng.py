@@ -17,6 +17,32 @@ import hashlib
 import numba
 import numpy as np
 
+
+def _tolerate_cache_write_errors() -> None:
+    """Numba's compiled-code cache (``cache=True``) is an optimization: when it cannot be written (a full
+    disk, a file-size limit, a read-only installation) the run goes on without it instead of failing
+    with the OSError. Installed once, before any kernel is compiled (every kernel module imports this
+    one)."""
+    try:
+        from numba.core import caching
+    except ImportError:  # a numba without this module: leave it as it is
+        return
+    save = getattr(caching.Cache, "save_overload", None)
+    if save is None or getattr(save, "_vctrial_tolerant", False):
+        return
+
+    def save_overload(self, sig, data):
+        try:
+            save(self, sig, data)
+        except OSError:
+            pass
+
+    save_overload._vctrial_tolerant = True
+    caching.Cache.save_overload = save_overload
+
+
+_tolerate_cache_write_errors()
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)

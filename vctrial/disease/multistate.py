@@ -67,6 +67,7 @@ class MultiStateModel:
     link_slope: np.ndarray = None  # (K, B) log HR per unit/year of its slope
     process: np.ndarray = None  # (B, 12) biomarker process parameters, see PROCESS_COLUMNS
     marker_names: tuple[str, ...] = ()
+    source: str = ""  # the disease file, for errors
 
     @property
     def n_transitions(self) -> int:
@@ -154,6 +155,7 @@ def compile_model(spec: DiseaseSpec) -> MultiStateModel:
         link_slope=link_slope,
         process=process_table(spec),
         marker_names=tuple(markers),
+        source=str(spec.path) if getattr(spec, "path", None) is not None else "",
     )
 
 
@@ -406,14 +408,24 @@ def simulate(
         mk,
     )
     if overflow:
-        raise ValueError(f"more than {MAX_EVENTS_PER_STEP} events of one patient fell in one step: use a smaller "
-                         f"time_step_months for this disease model")
+        raise too_many_events(model)
     return Paths(first, death, occ, tis if track_time else None, count,
                  true if use_markers and V else None, added if use_markers else None)
 
 
 MAX_EVENTS_PER_STEP = 32
 """Events one patient may have within one step (recurrent events at very high rates need smaller steps)."""
+
+
+def too_many_events(model: MultiStateModel) -> Exception:
+    """The error for a patient with more than MAX_EVENTS_PER_STEP events in one step: a SpecError naming the
+    disease file (its hazards are too high for its step), or a ValueError for a model built in code."""
+    from vctrial.errors import SpecError
+
+    reason = (f"more than {MAX_EVENTS_PER_STEP} events of one patient fell in one step of "
+              f"{model.step_months:g} months: hazards this high (recurrent or back-and-forth transitions, with "
+              f"their effects) need a smaller time_step_months, or lower rates")
+    return SpecError(model.source, "time_step_months", reason) if model.source else ValueError(reason)
 
 
 @numba.njit(inline="always")
@@ -497,6 +509,8 @@ def _step(t, dt, s, clock, threshold, n_ev, entered, jint, rate_i, tf, hr, b, ts
                 ev_time[m] = now
                 ev_id[m] = ev
             m += 1
+            if m > ev_time.shape[0]:  # more events than recorded: the caller reports it; stop counting them
+                return s, clock, threshold, n_ev, entered, jint, m
             s = to_state[ev]
             entered = now
             jint = 0

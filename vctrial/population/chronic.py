@@ -230,8 +230,7 @@ class ChronicEngine:
             self.utility, self.state_cost, self.event_cost, self.delta, self.t, n_steps, self.dt_months, self.seed,
             self.stream_e, self.stream_c, self.replicate)
         if overflow:
-            raise ValueError(f"more than {multistate.MAX_EVENTS_PER_STEP} events of one person fell in one step: "
-                             f"use a smaller time_step_months for this disease model")
+            raise multistate.too_many_events(m)
         self.events[self.t:self.t + n_steps] += ev
         self.occupancy[self.t:self.t + n_steps] += occ
         self.flows[self.t:self.t + n_steps] += flow

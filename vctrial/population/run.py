@@ -31,7 +31,8 @@ def step_days(world: PopulationScenario) -> float:
 
 
 def grid(world: PopulationScenario) -> tuple[int, int, int]:
-    """(kernel steps, steps per calendar period, steps per output interval), checked."""
+    """(kernel steps, steps per calendar period, steps per output interval), checked. A period longer than
+    the horizon is the whole horizon (and stays a small integer however large the number written)."""
     spec = world.spec
     sd = step_days(world)
     total = int(math.ceil(spec.horizon_years * DAYS_PER_YEAR / sd - 1e-9))
@@ -44,7 +45,7 @@ def grid(world: PopulationScenario) -> tuple[int, int, int]:
         m = days / sd
         if abs(m - round(m)) > 1e-6 or round(m) < 1:
             raise SpecError(str(world.path), key, f"must be a whole number of model steps of {sd:.6g} days, got {days:g}")
-        steps.append(int(round(m)))
+        steps.append(min(int(round(m)), max(total, 1)))
     return total, steps[0], steps[1]
 
 

@@ -14,6 +14,8 @@ its anchored node again, so that a small file cannot explode into a huge one ("b
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,6 +136,44 @@ class _Loader(yaml.SafeLoader):
         return self._nested(super().compose_mapping_node, anchor)
 
 
+MAX_SPEC_BYTES = 64 * 2**20
+"""Largest spec file read (shipped files: at most a few tens of kB)."""
+
+
+def read_spec_bytes(path: str | Path) -> bytes:
+    """The bytes of an input file; SpecError when it is missing, unreadable, not a regular file (a folder,
+    a FIFO or a device, which could block or never end) or larger than :data:`MAX_SPEC_BYTES`."""
+    file = str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on what was opened
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise SpecError(file, "", "file not found") from None
+    except ValueError:  # a NUL byte in the name
+        raise SpecError(file, "", "is not a valid file name") from None
+    except OSError as exc:
+        raise SpecError(file, "", f"cannot be read ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise SpecError(file, "", "is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(file, "", "is not a regular file (a FIFO, device or socket); give a file")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise SpecError(file, "", f"is {info.st_size:,} bytes, more than the limit of {MAX_SPEC_BYTES:,} "
+                            "for an input file")
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            return f.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(file, "", f"cannot be read ({exc.strerror})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file with the safe loader; problems become SpecError.
 
@@ -143,12 +183,7 @@ def read_yaml(path: str | Path) -> Any:
     """
     path = Path(path)
     file = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(file, "", "file not found") from None
-    except OSError as exc:
-        raise SpecError(file, "", f"cannot be read ({exc.strerror})") from None
+    raw = read_spec_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -166,7 +201,13 @@ def parse_yaml(text: str, source: str) -> Any:
 
     ``source`` names where the text came from (a file, or an option such as ``--sweep``) in errors.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # reads the text at once: a character YAML does not allow fails here
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        raise SpecError(source, "", f"invalid YAML: line {line}: character U+{code:04X} is not allowed "
+                        "(a control character or an unpaired surrogate)") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -309,6 +350,49 @@ def validate(data: Any, model: type[M], file: str | Path, context: dict[str, Any
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         raise SpecError(str(file), key_path(_input_loc(data, err["loc"])), _reason(err, model)) from None
+    except ArithmeticError as exc:  # finite numbers too extreme for a validator's arithmetic (sd 1e308 / mean 1e-300)
+        why = exc.args[-1] if exc.args else type(exc).__name__
+        raise SpecError(str(file), key_path(_arithmetic_path(data, model, context)),
+                        f"numbers too large or too small to compute with ({why})") from None
+
+
+def _models_in(annotation: Any) -> list[type[pydantic.BaseModel]]:
+    """Every pydantic model inside an annotation (list[A | B], dict[str, A]...)."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return [annotation]
+    import typing
+
+    args = list(typing.get_args(annotation))
+    args += [a.json_schema_input_type for a in getattr(annotation, "__metadata__", ())
+             if getattr(a, "json_schema_input_type", None) is not None]  # PlainValidator(..., json_schema_input_type)
+    return [m for arg in args for m in _models_in(arg)]
+
+
+def _arithmetic_path(data: Any, model: type[pydantic.BaseModel], context: dict[str, Any] | None) -> tuple[Any, ...]:
+    """The deepest node of ``data`` whose own validation raises an ArithmeticError (its key path)."""
+    if not isinstance(data, dict):
+        return ()
+    for name, field in model.model_fields.items():
+        key = field.alias if field.alias in data else name
+        if key not in data:
+            continue
+        value = data[key]
+        candidates: list[tuple[tuple[Any, ...], Any]] = [((), value)]
+        if isinstance(value, list):
+            candidates += [((i,), v) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            candidates += [((k,), v) for k, v in value.items()]
+        for loc, sub in candidates:
+            if not isinstance(sub, dict):
+                continue
+            for sub_model in _models_in(field.annotation):
+                try:
+                    sub_model.model_validate(sub, context=context)
+                except ArithmeticError:
+                    return (key, *loc, *_arithmetic_path(sub, sub_model, context))
+                except Exception:  # noqa: BLE001 - not this model, or wrong in another way
+                    continue
+    return ()
 
 
 def _input_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -193,7 +193,11 @@ class LognormalCovariate(_Continuous):
     @property
     def sigma(self) -> float:
         """SD of the log."""
-        return math.sqrt(math.log1p((self.sd / self.mean) ** 2))
+        # log1p(ratio²) through logs: no overflow however large sd / mean is
+        log_ratio = math.log(self.sd) - math.log(self.mean)
+        if log_ratio > 0:
+            return math.sqrt(2.0 * log_ratio + math.log1p(math.exp(-2.0 * log_ratio)))
+        return math.sqrt(math.log1p(math.exp(2.0 * log_ratio)))
 
     def latent_bounds(self) -> tuple[float, float]:
         lo = -math.inf if not self.min else (math.log(self.min) - self.mu) / self.sigma
@@ -202,6 +206,8 @@ class LognormalCovariate(_Continuous):
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> LognormalCovariate:
+        if not math.isfinite(self.mu):
+            _fail(("sd",), f"sd {_g(self.sd)} is too large for mean {_g(self.mean)}")
         if self.max is not None and self.max <= 0:
             _fail(("max",), f"must be > 0 for a lognormal covariate, got {_g(self.max)}")
         self._check_truncation()

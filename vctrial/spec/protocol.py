@@ -551,6 +551,26 @@ class TrialProtocol(StrictModel):
         return self
 
     @pydantic.model_validator(mode="after")
+    def _bounds_exist(self) -> TrialProtocol:
+        """The group-sequential bounds can be computed (as the run computes them), so that a spending
+        setting the solver cannot meet (beta 1e-300) is refused here, not by every replicate."""
+        if self.looks is None:
+            return self
+        from vctrial.trial.sequential import design
+
+        eff, fut = self.looks.efficacy, self.looks.futility
+        gamma = eff.gamma if eff.gamma is not None else (-4.0 if eff.spending == "hsd" else None)
+        kw: dict[str, Any] = {}
+        if fut is not None and fut.type == "beta_spending":
+            kw = {"futility": fut.spending, "beta": fut.beta,
+                  "futility_gamma": fut.gamma if fut.gamma is not None else (-2.0 if fut.spending == "hsd" else None)}
+        try:
+            design(self.looks.information_fractions, self.analysis.alpha, eff.spending, gamma, **kw)
+        except (ValueError, ArithmeticError) as exc:
+            raise ValueError(f"looks: the bounds cannot be computed: {exc}") from None
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _shared_parameters(self) -> TrialProtocol:
         """Effects sharing a parameter agree; correlations name uncertain parameters and are positive definite."""
         import numpy as np

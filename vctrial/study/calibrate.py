@@ -204,6 +204,12 @@ def fit(study: Study, replicates: int | None = None, seed: int | None = None,
     with bar, _ray_for(options) as inner:
         search.options = inner
         r_start = residual(x0)
+        (start_values,) = search.run([x0])
+        for i, f in enumerate(spec.targets):
+            if not np.isfinite(start_values[f.name]).any():
+                raise SpecError(str(study.path), f"targets[{i}]", f"no simulated study gives {f.name} a value at "
+                                "the starting parameters (a follow-up too short for it, an arm nobody enters, a "
+                                "median not reached?): it cannot be fitted")
         try:
             # the search runs on the offset from the start (z = x - x0), so that scipy's relative step
             # tolerance (xtol (xtol + |z|)) measures moves, not the size of log rates

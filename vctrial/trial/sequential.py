@@ -9,7 +9,10 @@ Crossing probabilities are computed exactly up to quadrature error by the recurs
 McPherson & Rowe (1969) on the grid of Jennison & Turnbull (2000, ch. 19): the sub-density of Z_k
 on the continuation region is carried from look to look with Simpson's rule on about 12·r points
 concentrated around the mean, then integrated against the normal transition kernel. With the
-default r = 18 probabilities are accurate to about 1e-7, well beyond what any table prints.
+default r = 18 probabilities are accurate to about 1e-7, well beyond what any table prints. A look
+that adds little information to the one before (under about 3% of it: dozens of looks or more, or a
+look capped by the maximum duration) is integrated against the sub-density interpolated on a finer
+grid instead, where Simpson's rule would break down (see :func:`_narrow`).
 
 Efficacy bounds b_k spend α(t) − α(t_{k−1}) of type I error at look k (Lan & DeMets 1983), ignoring
 any futility bound (futility is non-binding: stopping for futility can only lower the type I
@@ -31,6 +34,8 @@ from scipy import optimize, special
 SPENDING_FAMILIES = ("obf", "pocock", "hsd", "power")
 GRID_R = 18
 _BIG = 40.0  # |z| beyond this is treated as infinite
+_NARROW = 3.0  # σ·r below which a step is integrated against the interpolated sub-density (see _narrow)
+_R_MAX = 60  # grid parameter of the looks before such short steps (see _grid_r)
 
 
 def spend(family: str, level: float, t, gamma: float | None = None) -> np.ndarray:
@@ -69,12 +74,15 @@ def spend(family: str, level: float, t, gamma: float | None = None) -> np.ndarra
 # --------------------------------------------------------------------------------------------
 
 
-def _grid(lo: float, hi: float, mean: float, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Points and Simpson weights on (lo, hi) for a density centred near ``mean`` (J&T §19.2)."""
+def _grid(lo: float, hi: float, mean: float, r: int, breaks=()) -> tuple[np.ndarray, np.ndarray]:
+    """Points and Simpson weights on (lo, hi) for a density centred near ``mean`` (J&T §19.2);
+    ``breaks`` are added as points (where the density may jump)."""
     i = np.arange(1, 6 * r, dtype=np.float64)
     x = np.where(i < r, -3.0 - 4.0 * np.log(r / i),
                  np.where(i <= 5 * r, -3.0 + 3.0 * (i - r) / (2.0 * r), 3.0 + 4.0 * np.log(r / (6.0 * r - i))))
     x = x + mean
+    if len(breaks):
+        x = np.union1d(x, [b for b in breaks if x[0] < b < x[-1]])
     inner = x[(x > lo) & (x < hi)]
     pts = np.concatenate(([lo] if lo > x[0] else [], inner, [hi] if hi < x[-1] else []))
     if pts.size < 2:  # the continuation region is narrower than one grid step
@@ -100,6 +108,76 @@ class _State:
     t: float
     z: np.ndarray
     wg: np.ndarray  # Simpson weight × sub-density
+    dens: np.ndarray  # the sub-density at z
+    short_next: bool = False  # the step to the next look is short: integrate it against the interpolated density
+
+
+def _narrow(state: _State, t: float) -> tuple[bool, float]:
+    """Whether the step from ``state.t`` to ``t`` is too short for Simpson's rule on the state's grid, and
+    the standard deviation of the transition kernel in the state's z.
+
+    Given Z at state.t = u, the kernel of the next look is normal in u with standard deviation
+    σ = √((t − state.t) / state.t). Simpson's rule on the grid (points 3/(4r) apart near the mean,
+    further apart in the tails) needs σ·r ≥ 3 or so, look after look. A shorter step (dozens of looks
+    or more; a look that adds almost no information, as one capped by the maximum duration) is
+    integrated exactly against the sub-density interpolated linearly between the points of a finer
+    grid (r = _R_MAX; bounds within about 2e-4 on the z scale), which stays exact as σ → 0; the grid
+    of the look before it is built finer for that (:func:`_grid_r`). Simpson's rule alone failed
+    there: for looks at 0.5, 0.5 + 1e-9 and 1 it gave a final bound of 3.7 instead of 1.97, and NaN
+    (densities growing without bound in the grid's coarse tails) for a thousand looks."""
+    sigma = math.sqrt(max(t - state.t, 0.0) / state.t)
+    return state.short_next or sigma == 0.0, sigma
+
+
+def _grid_r(t: np.ndarray, k: int, r: int) -> tuple[int, bool]:
+    """(grid parameter, short step) for the sub-density at look k: ``r`` and Simpson's rule when the
+    step to look k + 1 is long enough for it; else a grid at least _R_MAX fine, and the interpolated
+    sub-density (see :func:`_narrow`)."""
+    if k + 1 >= len(t) or math.sqrt(max(t[k + 1] - t[k], 0.0) / t[k]) * r >= _NARROW:
+        return r, False
+    return max(r, _R_MAX), True
+
+
+def _linear_pieces(state: _State) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cells [u0, u1] of the state's grid and the sub-density on each as alpha + beta·u."""
+    u0, u1 = state.z[:-1], state.z[1:]
+    f0, f1 = state.dens[:-1], state.dens[1:]
+    h = u1 - u0
+    beta = np.divide(f1 - f0, h, out=np.zeros_like(h), where=h > 0)
+    alpha = f0 - beta * u0
+    return u0, u1, alpha, beta
+
+
+def _linear_times_normal(state: _State, c: np.ndarray, sigma: float) -> np.ndarray:
+    """∫ f(u) N(u; c_i, σ) du for each c_i, f the state's sub-density, linear between grid points."""
+    u0, u1, alpha, beta = _linear_pieces(state)
+    if u0.size == 0:
+        return np.zeros(np.shape(c))
+    c = np.asarray(c, dtype=np.float64)[:, None]
+    a, b = (u0[None, :] - c) / sigma, (u1[None, :] - c) / sigma
+    mass = special.ndtr(b) - special.ndtr(a)
+    pdf = (np.exp(-0.5 * b * b) - np.exp(-0.5 * a * a)) / math.sqrt(2.0 * math.pi)
+    return (alpha[None, :] * mass + beta[None, :] * (c * mass - sigma * pdf)).sum(axis=1)
+
+
+def _linear_times_cdf(state: _State, c: float, sigma: float) -> float:
+    """∫ f(u) Φ((u − c)/σ) du, f the state's sub-density, linear between grid points."""
+    u0, u1, alpha, beta = _linear_pieces(state)
+    if u0.size == 0:
+        return 0.0
+
+    def antiderivative(u):  # of (alpha + beta·u) Φ((u − c)/σ) in u
+        y = (u - c) / sigma
+        cdf, pdf = special.ndtr(y), np.exp(-0.5 * y * y) / math.sqrt(2.0 * math.pi)
+        return (sigma * (alpha + beta * c) * (y * cdf + pdf)
+                + beta * sigma * sigma * 0.5 * ((y * y - 1.0) * cdf + y * pdf))
+
+    return float((antiderivative(u1) - antiderivative(u0)).sum())
+
+
+def _linear_mass(state: _State) -> float:
+    u0, u1, alpha, beta = _linear_pieces(state)
+    return float((alpha * (u1 - u0) + 0.5 * beta * (u1 * u1 - u0 * u0)).sum())
 
 
 def _exceed(state: _State | None, t: float, bound: float, drift: float, upper: bool) -> float:
@@ -113,29 +191,57 @@ def _exceed(state: _State | None, t: float, bound: float, drift: float, upper: b
         x = bound - mean
         return float(special.ndtr(-x) if upper else special.ndtr(x))
     dt = t - state.t
+    narrow, sigma = _narrow(state, t)
+    if narrow:  # P(Z_t > bound | u) = Φ((u − c)/σ): exact against the interpolated sub-density
+        c = (bound * math.sqrt(t) - drift * dt) / math.sqrt(state.t)
+        above = _linear_times_cdf(state, c, sigma) if sigma > 0 else _linear_mass_above(state, c)
+        return max(above, 0.0) if upper else max(_linear_mass(state) - above, 0.0)
     s = math.sqrt(dt)
     x = (bound * math.sqrt(t) - state.z * math.sqrt(state.t) - drift * dt) / s
     p = special.ndtr(-x) if upper else special.ndtr(x)
     return float(np.dot(state.wg, p))
 
 
+def _linear_mass_above(state: _State, c: float) -> float:
+    """∫_{u > c} f(u) du (a step of no information: Z does not move)."""
+    u0, u1, alpha, beta = _linear_pieces(state)
+    lo = np.clip(c, u0, u1)
+    return float((alpha * (u1 - lo) + 0.5 * beta * (u1 * u1 - lo * lo)).sum())
+
+
 def _mass(state: _State | None, t: float, drift: float) -> float:
     return 1.0 if state is None else float(state.wg.sum())
 
 
-def _advance(state: _State | None, t: float, lo: float, hi: float, drift: float, r: int) -> _State:
+def _advance(state: _State | None, t: float, lo: float, hi: float, drift: float, grid: tuple[int, bool]) -> _State:
     """Sub-density of Z at fraction t restricted to (lo, hi) (continuation region)."""
+    r, short_next = grid
     mean = drift * math.sqrt(t)
-    z, w = _grid(max(lo, -_BIG), min(hi, _BIG), mean, r)
+    breaks = ()
+    if state is not None and _narrow(state, t)[0]:
+        # after a short step the density still drops where the last look's region ended: make those points
+        edges = np.array([state.z[0], state.z[-1]])
+        breaks = (edges * math.sqrt(state.t) + drift * (t - state.t)) / math.sqrt(t)
+    z, w = _grid(max(lo, -_BIG), min(hi, _BIG), mean, r, breaks)
     if state is None:
         dens = np.exp(-0.5 * (z - mean) ** 2) / math.sqrt(2.0 * math.pi)
+    elif _narrow(state, t)[0]:
+        # f_t(z) = √(t/t0) ∫ f(u) N(u; c(z), σ) du with c(z) = (z√t − drift·Δt)/√t0
+        dt = t - state.t
+        narrow, sigma = _narrow(state, t)
+        c = (z * math.sqrt(t) - drift * dt) / math.sqrt(state.t)
+        scale = math.sqrt(t / state.t)
+        if sigma > 0:
+            dens = scale * _linear_times_normal(state, c, sigma)
+        else:
+            dens = scale * np.interp(c, state.z, state.dens, left=0.0, right=0.0)
     else:
         dt = t - state.t
         s = math.sqrt(dt)
         x = (z[:, None] * math.sqrt(t) - state.z[None, :] * math.sqrt(state.t) - drift * dt) / s
         kern = np.exp(-0.5 * x * x) * (math.sqrt(t) / (s * math.sqrt(2.0 * math.pi)))
         dens = kern @ state.wg
-    return _State(t, z, w * dens)
+    return _State(t, z, w * dens, dens, short_next)
 
 
 def crossing_probabilities(fractions, upper, lower=None, drift: float = 0.0, r: int = GRID_R
@@ -162,7 +268,7 @@ def crossing_probabilities(fractions, upper, lower=None, drift: float = 0.0, r: 
         up[k] = _exceed(state, t[k], b[k], drift, True)
         low[k] = _exceed(state, t[k], a[k], drift, False)
         if k + 1 < t.size:
-            state = _advance(state, t[k], a[k], b[k], drift, r)
+            state = _advance(state, t[k], a[k], b[k], drift, _grid_r(t, k, r))
     return up, low
 
 
@@ -267,7 +373,7 @@ def efficacy_bounds(fractions, alpha_spending: SpendingSpec, spend_at=None, r: i
         b[k] = _solve_bound(target, lambda z, st=st, tk=t[k]: _exceed(st, tk, z, 0.0, True))
         spent += _exceed(state, t[k], b[k], 0.0, True)
         if k + 1 < t.size:
-            state = _advance(state, t[k], -math.inf, b[k], 0.0, r)
+            state = _advance(state, t[k], -math.inf, b[k], 0.0, _grid_r(t, k, r))
     return b, np.cumsum(crossing_probabilities(t, b, None, 0.0, r)[0])
 
 
@@ -285,7 +391,7 @@ def _futility_for_drift(t, b, beta_spending: SpendingSpec, drift: float, spend_a
             a[k] = min(a[k], b[k])
         spent += _exceed(state, t[k], a[k], drift, False)
         if k + 1 < t.size:
-            state = _advance(state, t[k], a[k], b[k], drift, r)
+            state = _advance(state, t[k], a[k], b[k], drift, _grid_r(t, k, r))
     return a
 
 
@@ -309,10 +415,15 @@ def design(fractions, alpha: float, spending: str, gamma: float | None = None,
     def gap(drift: float) -> float:
         return _futility_for_drift(t, b, beta_spec, drift, t, r)[-1] - b[-1]
 
-    # the final futility bound rises with the drift; bracket the root
-    lo, hi = 0.0, 2.0 * (special.ndtri(1 - alpha) + special.ndtri(1 - beta)) + 2.0
-    while gap(hi) < 0.0:
+    # the final futility bound rises with the drift; bracket the root (-ndtri(p) rather than ndtri(1 - p):
+    # finite for any p > 0, where 1 - 1e-300 rounds to 1)
+    lo, hi = 0.0, 2.0 * (-special.ndtri(alpha) - special.ndtri(beta)) + 2.0
+    for _ in range(12):
+        if gap(hi) >= 0.0:
+            break
         hi *= 2.0
+    else:  # no drift up to thousands gives a final futility bound at the efficacy bound
+        raise ValueError(f"futility: no design drift reaches power 1 - beta with beta {beta:g} and alpha {alpha:g}")
     drift = float(optimize.brentq(gap, lo, hi, xtol=1e-10, rtol=1e-12))
     a = _futility_for_drift(t, b, beta_spec, drift, t, r)
     a[-1] = b[-1]
