@@ -568,12 +568,17 @@ def cox_hr(time, event, group, include=None, *, max_iter: int = 50, tol: float =
     Returns:
         CoxFit(log_hr, se, converged), each of shape (R,).
     """
+    check_newton(max_iter, tol)
+    t, e, g, inc = _survival_inputs(time, event, group, include)
+    return CoxFit(*_cox_kernel(t, e, g, inc, _order(t), int(max_iter), float(tol)))
+
+
+def check_newton(max_iter: int, tol: float) -> None:
+    """The Newton-Raphson settings of the Cox fits."""
     if max_iter < 1:
         raise ValueError(f"max_iter: must be >= 1, got {max_iter}")
     if not tol > 0.0:
         raise ValueError(f"tol: must be > 0, got {tol}")
-    t, e, g, inc = _survival_inputs(time, event, group, include)
-    return CoxFit(*_cox_kernel(t, e, g, inc, _order(t), int(max_iter), float(tol)))
 
 
 def kaplan_meier(time, event, include, grid) -> np.ndarray:

@@ -22,6 +22,7 @@ from vctrial.trial.analysis import (
     _order,
     _risk_table,
     _survival_inputs,
+    check_newton,
 )
 
 __all__ = ["cox_hr_stratified", "logrank_stratified"]
@@ -192,10 +193,7 @@ def cox_hr_stratified(time, event, group, strata, include=None, *, max_iter: int
     Returns:
         CoxFit(log_hr, se, converged), each of shape (R,).
     """
-    if max_iter < 1:
-        raise ValueError(f"max_iter: must be >= 1, got {max_iter}")
-    if not tol > 0.0:
-        raise ValueError(f"tol: must be > 0, got {tol}")
+    check_newton(max_iter, tol)
     t, e, g, inc = _survival_inputs(time, event, group, include)
     codes, k = _strata_codes(strata, t.shape)
     return CoxFit(*_cox_strat_kernel(t, e, g, inc, _order(t), codes, k, int(max_iter),
