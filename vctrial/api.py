@@ -192,9 +192,11 @@ def _readers(ds: xr.Dataset) -> tuple[Any, Any]:
 
     if "protocol" in ds.dims:
         return (lambda: results.compare_table(ds)), (lambda: results.format_comparison(ds))
-    dims = _sweep_dims(ds)
+    dims = [d for d in _sweep_dims(ds) if d in ds.dims]  # a ds.sel(...) may have taken some or all
     if dims:
         return (lambda: results.sweep_table(ds, dims)), (lambda: results.format_sweep(ds, dims))
+    if results.VARYING in ds.attrs:  # one point of a sweep or comparison: its own attributes back
+        ds = results.point(ds)
     return (lambda: results.summarize(ds)), (lambda: results.format_summary(ds))
 
 
