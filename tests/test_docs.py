@@ -277,4 +277,4 @@ def test_datasets_of_every_kind_have_the_documented_kind_attribute(datasets):
             assert ds.attrs["twin_scope"] == detail
     assert "look" in datasets["trial_group_sequential"].dims and "site" in datasets["trial_group_sequential"].dims
     assert "protocol" in datasets["compare"].dims
-    assert {"analysis_alpha", "hazard_ratio"} <= set(datasets["sweep"].dims)
+    assert {"alpha", "hazard_ratio"} <= set(datasets["sweep"].dims)

@@ -25,10 +25,7 @@ from vctrial.spec.protocol import Protocol, load_protocol
 
 # existing dimensions, and keywords of Dataset.sel (a dimension named "method" could not be selected by name)
 RESERVED = {"replicate", "arm", "state", "month", "step_month", "visit_month", "look", "site", "protocol", "point",
-            "method", "tolerance", "drop", "indexers",
-            # attributes of a trial Dataset: one that varies over a sweep becomes a variable of that name
-            "title", "kind", "seed", "endpoint", "effect_measure", "effect_scale", "analysis", "alpha", "sided",
-            "null_effect", "information_fractions", "efficacy_spending", "futility", "spec_hash"}
+            "method", "tolerance", "drop", "indexers"}
 
 
 def parse_sweep_option(text: str) -> tuple[str, list[Any]]:
