@@ -6,6 +6,7 @@ the command-line tests start their own in a subprocess, as a user's command woul
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -139,32 +140,46 @@ def test_local_ray_started_by_us_listens_on_loopback_only(ray_local):
 
 # --- lost workers and failing tasks -------------------------------------------------------------
 
-def _kill_first_chunk_worker(killed: list[psutil.Process], stop: threading.Event) -> None:
-    """Wait until a Ray worker is running a chunk, then SIGKILL it (once)."""
+def stalling_chunk(folder: str, spec, seed, replicates):
+    """simulate_chunk, except that the chunk holding replicate 0, the first time it runs, records its
+    worker's pid in ``folder``/pid and waits there to be killed; a retry runs normally."""
+    pid = Path(folder) / "pid"
+    if 0 in replicates and not pid.exists():
+        (Path(folder) / "pid.tmp").write_text(str(os.getpid()))
+        os.replace(Path(folder) / "pid.tmp", pid)
+        time.sleep(600)
+    return simulate_chunk(spec, seed, replicates)
+
+
+def _kill_stalled_worker(folder: Path, killed: list[psutil.Process], stop: threading.Event) -> None:
+    """Wait until the stalled chunk has recorded its worker, then SIGKILL that worker (once)."""
+    pid = folder / "pid"
     while not stop.is_set():
-        for proc in psutil.Process().children(recursive=True):
-            try:
-                if proc.cmdline()[:1] == ["ray::_run_chunk"]:
-                    time.sleep(0.05)  # well inside the task
-                    proc.send_signal(signal.SIGKILL)
-                    killed.append(proc)
-                    return
-            except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
-                continue
-        time.sleep(0.005)
+        if pid.exists():
+            proc = psutil.Process(int(pid.read_text()))
+            proc.send_signal(signal.SIGKILL)
+            killed.append(proc)
+            return
+        time.sleep(0.01)
 
 
-def test_worker_killed_mid_run_is_retried_and_results_are_identical(ray_local, protocol, reference):
+def run_killing_one_worker(protocol, folder: Path, **kw):
+    """run_jobs on 2 Ray workers while the worker running replicate 0's chunk is killed mid-task."""
     killed: list[psutil.Process] = []
     stop = threading.Event()
-    killer = threading.Thread(target=_kill_first_chunk_worker, args=(killed, stop), daemon=True)
+    killer = threading.Thread(target=_kill_stalled_worker, args=(folder, killed, stop), daemon=True)
     killer.start()
+    job = Job(functools.partial(stalling_chunk, str(folder)), protocol, "stalling", 600)
     try:
-        result = run_jobs([trial_job(protocol)], 48, SEED, options(workers=2, chunk_patients=600 * 8))
+        return run_jobs([job], 48, SEED, options(workers=2, chunk_patients=600 * 8, **kw)), killed
     finally:
         stop.set()
         killer.join()
-    assert len(killed) == 1, "no worker was seen running a chunk"
+        assert len(killed) == 1, "the stalled chunk's worker was not killed"
+
+
+def test_worker_killed_mid_run_is_retried_and_results_are_identical(ray_local, protocol, reference, tmp_path):
+    result, killed = run_killing_one_worker(protocol, tmp_path)
     # SIGKILL lands asynchronously (a loaded machine may take a moment): the worker must be gone soon
     _, alive = psutil.wait_procs(killed, timeout=20)
     assert all(p.status() == psutil.STATUS_ZOMBIE for p in alive), [p.status() for p in alive]
@@ -172,20 +187,10 @@ def test_worker_killed_mid_run_is_retried_and_results_are_identical(ray_local, p
     assert_same(result[0], reference)
 
 
-def test_worker_lost_more_often_than_retried_stops_with_a_clear_error(ray_local, protocol):
-    killed: list[psutil.Process] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_first_chunk_worker, args=(killed, stop), daemon=True)
-    killer.start()
-    try:
-        with pytest.raises(RunError, match=r"replicates \d+-\d+: Ray could not run the task \(retried up to 0 times\)"):
-            run_jobs([trial_job(protocol)], 48, SEED, options(workers=2, chunk_patients=600 * 8, max_retries=0))
-    finally:
-        stop.set()
-        killer.join()
-    # the failure is ours, or that of a lease on the worker the previous test killed, which Ray may
-    # hand out once more before it notices: either way a lost worker, reported without retrying
-    assert len(killed) <= 1
+def test_worker_lost_more_often_than_retried_stops_with_a_clear_error(ray_local, protocol, tmp_path):
+    with pytest.raises(RunError, match=r"'stalling', replicates 0-7: Ray could not run the task "
+                                       r"\(retried up to 0 times\)"):
+        run_killing_one_worker(protocol, tmp_path, max_retries=0)
 
 
 def bad_parameter_chunk(spec, seed, replicates):

@@ -437,7 +437,9 @@ def _run_on_ray(session: _Session, jobs: list[Job], seed: int, todo: list[_Task]
                     raise _failure(job, task, payload, extra)
                 finished(task, payload, extra)
     finally:
-        for ref in flight:
+        # a Ray instance this run started ends its tasks at shutdown; force-cancelling them first races
+        # their replies and can abort the driver inside Ray ("Tried to complete task that was not pending")
+        for ref in flight if not session.owned else ():
             try:
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - best effort on the way out
@@ -451,6 +453,7 @@ class _Session:
     ray: Any  # the ray module, or None in-process
     mode: str
     limit: int = 1  # tasks in flight
+    owned: bool = False  # started by this run, so ray.shutdown() ends its tasks
 
 
 class _session:
@@ -489,7 +492,8 @@ class _session:
         per_task = max(1, o.threads_per_task)
         limit = o.workers if o.workers else max(1, 2 * (cpus // per_task))
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        return _Session(ray, f"{mode}: {nodes} node{'s' * (nodes != 1)}, {cpus} CPU{'s' * (cpus != 1)}", limit)
+        return _Session(ray, f"{mode}: {nodes} node{'s' * (nodes != 1)}, {cpus} CPU{'s' * (cpus != 1)}", limit,
+                        owned=self.started)
 
     def __exit__(self, *exc) -> None:
         if self.started:
