@@ -1,26 +1,61 @@
-"""Benchmark: batched log-rank + Cox HR in vctrial vs lifelines one replicate at a time.
+"""Benchmark: batched log-rank + Cox HR in vctrial against peers, on the same number of threads.
 
-    python benchmarks/bench_analysis.py [--replicates 1000] [--patients 600]
+    python benchmarks/bench_analysis.py [--replicates 1000] [--patients 600] [--threads 1]
 
 Data: two arms randomized 1:1, exponential event times (control median 12 months, hazard ratio
-0.75 on active), independent exponential censoring tuned to 30% censored, fixed seed. vctrial
-analyses all replicates in one call per analysis (after a warm-up call that compiles or loads
-the numba cache); lifelines runs ``logrank_test`` and ``CoxPHFitter().fit`` replicate by
-replicate, as a Python user would, on a subset whose time is scaled per replicate.
+0.75 on active), independent exponential censoring tuned to 30% censored, fixed seed.
+
+Peers, all timed in the same run:
+
+- log-rank: a vectorised numpy implementation written here (all replicates in one call, like
+  vctrial: one argsort, cumulative sums over the sorted rows, ties grouped exactly), checked to
+  agree with vctrial's z to 1e-10; lifelines ``logrank_test`` and statsmodels ``survdiff``, one
+  replicate at a time.
+- Cox (Efron ties): statsmodels ``PHReg(...).fit()``, which fits the coefficients only, and
+  lifelines ``CoxPHFitter().fit``, which also computes baseline hazard and survival (so it flatters
+  vctrial), one replicate at a time.
+
+Threads: ``--threads N`` (default 1) pins every native thread pool (numba, OpenMP, OpenBLAS, MKL,
+numexpr) to N before numpy is imported, and numba to N, so vctrial's parallel kernels and the
+peers' linear algebra run on the same number of threads. The peers called one replicate at a time
+are Python loops and use one core whatever N is. vctrial and the numpy log-rank analyse all
+replicates per call (median of ``--repeats`` calls after a warm-up call that compiles or loads the
+numba cache); the one-at-a-time peers run on the first ``--peer-replicates`` replicates, timed per
+replicate.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-import warnings
+import os
+import sys
 
-import numba
-import numpy as np
-import pandas as pd
-from scipy import optimize
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
-from vctrial.trial.analysis import cox_hr, logrank
+
+def _threads_from_argv(argv: list[str]) -> int:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+if __name__ == "__main__":  # the pools read these when numpy and numba load: set before importing them
+    os.environ.update({k: str(_threads_from_argv(sys.argv[1:])) for k in THREAD_VARS})
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import optimize  # noqa: E402
+
+from vctrial.trial.analysis import cox_hr, logrank  # noqa: E402
 
 
 def make_data(n_rep: int, n: int, hr: float, censored: float, seed: int):
@@ -39,95 +74,192 @@ def make_data(n_rep: int, n: int, hr: float, censored: float, seed: int):
     return np.minimum(t_event, t_censor), t_event <= t_censor, group
 
 
-def time_vctrial(time_, event, group, include, repeats: int) -> tuple[float, float, float]:
-    """Median seconds per batch call of (log-rank, Cox, both)."""
-    logrank(time_, event, group, include)  # warm-up: compile or load the cache
-    cox_hr(time_, event, group, include)
-    lr_t, cox_t = [], []
+def numpy_logrank(time_, event, group, include):
+    """Log-rank z (active vs control, z < 0 favours active) for every row, vectorised in numpy.
+
+    Each row is sorted by time; numbers at risk at a time are the included patients from the first
+    of its tied block onwards (a reverse cumulative sum read at the block's start); events of a
+    tied block are the difference of cumulative sums across it. Hypergeometric variance.
+    """
+    R, n = time_.shape
+    order = np.argsort(time_, axis=1)
+    t = np.take_along_axis(time_, order, axis=1)
+    inc = np.take_along_axis(include, order, axis=1).astype(np.float64)
+    act = inc * np.take_along_axis(group, order, axis=1)
+    ev = inc * np.take_along_axis(event, order, axis=1)
+    ev1 = ev * np.take_along_axis(group, order, axis=1)
+    # at risk from position j onwards (excluded patients add nothing)
+    at_risk = np.cumsum(inc[:, ::-1], axis=1)[:, ::-1]
+    at_risk1 = np.cumsum(act[:, ::-1], axis=1)[:, ::-1]
+    new_block = np.ones((R, n), bool)
+    new_block[:, 1:] = t[:, 1:] != t[:, :-1]
+    last_of_block = np.ones((R, n), bool)
+    last_of_block[:, :-1] = new_block[:, 1:]
+    cols = np.arange(n)
+    start = np.maximum.accumulate(np.where(new_block, cols, 0), axis=1)  # first index of each block
+    rows = np.arange(R)[:, None]
+    cum_d = np.cumsum(ev, axis=1)
+    cum_d1 = np.cumsum(ev1, axis=1)
+    before = start - 1
+    d = cum_d - np.where(before >= 0, cum_d[rows, np.maximum(before, 0)], 0.0)
+    d1 = cum_d1 - np.where(before >= 0, cum_d1[rows, np.maximum(before, 0)], 0.0)
+    nr = at_risk[rows, start]
+    nr1 = at_risk1[rows, start]
+    use = last_of_block & (d > 0)
+    safe_n = np.where(use, nr, 1.0)
+    e1 = np.where(use, d * nr1 / safe_n, 0.0)
+    var = np.where(use & (nr > 1.0),
+                   d * (nr1 / safe_n) * (1.0 - nr1 / safe_n) * (nr - d) / np.where(nr > 1.0, nr - 1.0, 1.0),
+                   0.0)
+    o_minus_e = np.where(use, d1, 0.0).sum(axis=1) - e1.sum(axis=1)
+    v = var.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(v > 0, o_minus_e / np.sqrt(v), np.nan)
+
+
+def median_seconds(repeats: int, fn) -> float:
+    fn()  # warm-up: compile or load the cache
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        logrank(time_, event, group, include)
-        t1 = time.perf_counter()
-        cox_hr(time_, event, group, include)
-        t2 = time.perf_counter()
-        lr_t.append(t1 - t0)
-        cox_t.append(t2 - t1)
-    both = [a + b for a, b in zip(lr_t, cox_t)]
-    return float(np.median(lr_t)), float(np.median(cox_t)), float(np.median(both))
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
-def run_lifelines(time_, event, group, n_rep: int):
-    """lifelines one replicate at a time: (seconds per replicate, chi2, log HR, SE)."""
-    from lifelines import CoxPHFitter
-    from lifelines.statistics import logrank_test
-
-    chi2 = np.empty(n_rep)
-    log_hr = np.empty(n_rep)
-    se = np.empty(n_rep)
+def per_replicate_loop(n_rep: int, fn) -> tuple[float, list]:
+    """Seconds per replicate of ``fn(r)`` called for r = 0..n_rep-1, and the results."""
+    fn(0)  # warm-up (imports, first-call caches)
+    out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
         for r in range(n_rep):
-            active = group[r] == 1
-            test = logrank_test(time_[r][active], time_[r][~active],
-                                event_observed_A=event[r][active],
-                                event_observed_B=event[r][~active])
-            df = pd.DataFrame({"time": time_[r], "event": event[r], "group": group[r]})
-            fit = CoxPHFitter().fit(df, duration_col="time", event_col="event")
-            chi2[r] = test.test_statistic
-            log_hr[r] = fit.params_["group"]
-            se[r] = fit.standard_errors_["group"]
+            out.append(fn(r))
         elapsed = time.perf_counter() - t0
-    return elapsed / n_rep, chi2, log_hr, se
+    return elapsed / n_rep, out
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--patients", type=int, default=600)
-    parser.add_argument("--lifelines-replicates", type=int, default=50,
-                        help="replicates analysed by lifelines (timing scaled per replicate)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed vctrial calls (median)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for every native pool and numba (set before import); default 1")
+    parser.add_argument("--peer-replicates", type=int, default=50,
+                        help="replicates analysed one at a time by lifelines and statsmodels")
+    parser.add_argument("--repeats", type=int, default=5, help="timed batched calls (median)")
     parser.add_argument("--seed", type=int, default=20240601)
     args = parser.parse_args(argv)
+    from lifelines import CoxPHFitter
+    from lifelines.statistics import logrank_test
+    from statsmodels.duration.hazard_regression import PHReg
+    from statsmodels.duration.survfunc import survdiff
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    threads = numba.get_num_threads()
+    pools = {k: os.environ.get(k) for k in THREAD_VARS}
+    if threads != args.threads or any(v != str(args.threads) for v in pools.values()):
+        raise SystemExit(f"threads not pinned to {args.threads}: numba {threads}, environment {pools} "
+                         "(run this file as a script)")
 
     n_rep, n = args.replicates, args.patients
     time_, event, group = make_data(n_rep, n, hr=0.75, censored=0.30, seed=args.seed)
     include = np.ones_like(event)
     print(f"data: {n_rep} replicates x {n} patients, HR 0.75, "
           f"{100 * (1 - event.mean()):.1f}% censored, seed {args.seed}")
+    print(f"threads: {threads} for everything (numba {threads}, layer {numba.threading_layer() if threads > 1 else 'n/a'}; "
+          f"{', '.join(THREAD_VARS[1:])} = {args.threads}); {os.cpu_count()} CPUs; load average {_load()}")
 
-    threads_before = numba.get_num_threads()
-    per_rep = {}
-    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-        numba.set_num_threads(threads)
-        lr_s, cox_s, both_s = time_vctrial(time_, event, group, include, args.repeats)
-        per_rep[threads] = both_s / n_rep
-        print(f"vctrial {threads} thread{'s' if threads > 1 else ''}: "
-              f"log-rank {1e6 * lr_s / n_rep:.1f} us + Cox {1e6 * cox_s / n_rep:.1f} us = "
-              f"{1e6 * both_s / n_rep:.1f} us per replicate "
-              f"(one batched call of {n_rep}: {1e3 * both_s:.1f} ms)")
-    numba.set_num_threads(threads_before)
+    # batched: vctrial and the numpy log-rank, all replicates per call
+    v_lr = median_seconds(args.repeats, lambda: logrank(time_, event, group, include)) / n_rep
+    v_cox = median_seconds(args.repeats, lambda: cox_hr(time_, event, group, include)) / n_rep
+    np_lr = median_seconds(args.repeats, lambda: numpy_logrank(time_, event, group, include)) / n_rep
 
-    n_ll = min(args.lifelines_replicates, n_rep)
-    ll_per_rep, chi2, ll_log_hr, ll_se = run_lifelines(time_, event, group, n_ll)
-    print(f"lifelines: log-rank + Cox {1e3 * ll_per_rep:.2f} ms per replicate "
-          f"({n_ll} replicates, one at a time)")
-    for threads, t in per_rep.items():
-        label = "main figure, 1 thread" if threads == 1 else f"{threads} threads"
-        print(f"speed-up ({label}): {ll_per_rep / t:.0f}x")
+    # one replicate at a time
+    m = min(args.peer_replicates, n_rep)
 
-    sub = slice(0, n_ll)
+    def ll_logrank(r):
+        a = group[r] == 1
+        return logrank_test(time_[r][a], time_[r][~a], event_observed_A=event[r][a],
+                            event_observed_B=event[r][~a]).test_statistic
+
+    def ll_cox(r):
+        df = pd.DataFrame({"time": time_[r], "event": event[r], "group": group[r]})
+        fit = CoxPHFitter().fit(df, duration_col="time", event_col="event")
+        return fit.params_["group"], fit.standard_errors_["group"]
+
+    def sm_logrank(r):
+        return survdiff(time_[r], event[r].astype(float), group[r])[0]
+
+    def sm_cox(r, ties="efron"):
+        fit = PHReg(time_[r], group[r][:, None].astype(float), status=event[r].astype(float),
+                    ties=ties).fit()
+        return fit.params[0], fit.bse[0]
+
+    ll_lr_s, ll_chi2 = per_replicate_loop(m, ll_logrank)
+    sm_lr_s, sm_chi2 = per_replicate_loop(m, sm_logrank)
+    sm_cox_s, sm_fit = per_replicate_loop(m, sm_cox)
+    # PHReg's Efron terms are a Python loop over event times; Breslow's are not, and without tied
+    # times (checked below) both give the same likelihood, so its time is the fairest PHReg figure
+    smb_cox_s, smb_fit = per_replicate_loop(m, lambda r: sm_cox(r, "breslow"))
+    ll_cox_s, ll_fit = per_replicate_loop(m, ll_cox)
+
+    best_cox = min((sm_cox_s, "PHReg Efron"), (smb_cox_s, "PHReg Breslow"), (ll_cox_s, "lifelines"))
+    us = 1e6
+    rows = [
+        ("log-rank", "vctrial, one batched call", v_lr, None),
+        ("", "numpy, vectorised (this file), one batched call", np_lr, v_lr),
+        ("", "statsmodels survdiff, one replicate at a time", sm_lr_s, v_lr),
+        ("", "lifelines logrank_test, one replicate at a time", ll_lr_s, v_lr),
+        ("Cox (Efron)", "vctrial, one batched call", v_cox, None),
+        ("", "statsmodels PHReg.fit, one replicate at a time", sm_cox_s, v_cox),
+        ("", "statsmodels PHReg(ties='breslow').fit (= Efron: no ties)", smb_cox_s, v_cox),
+        ("", "lifelines CoxPHFitter.fit (+ baseline hazard), one at a time", ll_cox_s, v_cox),
+        ("both", "vctrial", v_lr + v_cox, None),
+        ("", f"fastest peers: numpy log-rank + {best_cox[1]}", np_lr + best_cox[0], v_lr + v_cox),
+        ("", "lifelines logrank_test + CoxPHFitter.fit", ll_lr_s + ll_cox_s, v_lr + v_cox),
+    ]
+    print(f"\nper replicate, all on {threads} thread{'s' if threads > 1 else ''} "
+          f"(batched: {n_rep} replicates, median of {args.repeats}; one at a time: {m} replicates)")
+    print(f"{'analysis':<12} {'implementation':<62} {'us/replicate':>13} {'peer/vctrial':>13}")
+    for what, impl, sec, ref in rows:
+        ratio = "" if ref is None else f"{sec / ref:.1f}x"
+        print(f"{what:<12} {impl:<62} {us * sec:>13.1f} {ratio:>13}")
+
+    # agreement
+    z_v = logrank(time_, event, group, include).z
+    z_np = numpy_logrank(time_, event, group, include)
+    z_abs = float(np.max(np.abs(z_v - z_np)))
+    sub = slice(0, m)
     lr = logrank(time_[sub], event[sub], group[sub], include[sub])
     cox = cox_hr(time_[sub], event[sub], group[sub], include[sub])
-    chi2_rel = np.max(np.abs(lr.z**2 - chi2) / chi2)
-    hr_abs = np.max(np.abs(cox.log_hr - ll_log_hr))
-    se_rel = np.max(np.abs(cox.se - ll_se) / ll_se)
-    print(f"agreement on the first {n_ll} replicates: log-rank chi2 max rel diff {chi2_rel:.1e}, "
-          f"log HR max abs diff {hr_abs:.1e}, SE max rel diff {se_rel:.1e}")
+    chi2_ll = np.max(np.abs(lr.z**2 - np.array(ll_chi2)) / np.array(ll_chi2))
+    chi2_sm = np.max(np.abs(lr.z**2 - np.array(sm_chi2)) / np.array(sm_chi2))
+    sm_b, sm_se = np.array(sm_fit).T
+    smb_b, smb_se = np.array(smb_fit).T
+    ties = sum(np.unique(time_[r]).size < n for r in range(m))
+    ll_b, ll_se = np.array(ll_fit).T
+    print(f"\nagreement: numpy log-rank z vs vctrial, all {n_rep} replicates, max abs diff {z_abs:.1e} "
+          f"(required <= 1e-10)")
+    print(f"  first {m} replicates: chi2 max rel diff {chi2_sm:.1e} (statsmodels), {chi2_ll:.1e} (lifelines); "
+          f"log HR max abs diff {np.max(np.abs(cox.log_hr - sm_b)):.1e} (PHReg), "
+          f"{np.max(np.abs(cox.log_hr - ll_b)):.1e} (lifelines); SE max rel diff "
+          f"{np.max(np.abs(cox.se - sm_se) / sm_se):.1e} (PHReg), {np.max(np.abs(cox.se - ll_se) / ll_se):.1e} (lifelines); PHReg Breslow log HR "
+          f"{np.max(np.abs(cox.log_hr - smb_b)):.1e}, SE {np.max(np.abs(cox.se - smb_se) / smb_se):.1e}; "
+          f"replicates with tied times: {ties}")
+    print(f"load average at the end {_load()}")
     # lifelines' default stopping rule leaves its log HR within about 1e-4 of the optimum
-    if not (chi2_rel < 1e-6 and hr_abs < 1e-4 and se_rel < 1e-4 and cox.converged.all()):
-        raise SystemExit("vctrial and lifelines disagree")
+    if not (z_abs <= 1e-10 and chi2_sm < 1e-8 and chi2_ll < 1e-6
+            and np.max(np.abs(cox.log_hr - sm_b)) < 1e-6 and np.max(np.abs(cox.log_hr - ll_b)) < 1e-4
+            and np.max(np.abs(cox.se - sm_se) / sm_se) < 1e-6 and cox.converged.all()
+            and ties == 0 and np.max(np.abs(cox.log_hr - smb_b)) < 1e-6):
+        raise SystemExit("vctrial and its peers disagree")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vctrial.execute import ExecOptions, run_trial
+from vctrial.execute import ExecOptions
 from vctrial.spec.protocol import load_protocol
 from vctrial.trial import analysis, nph, sequential, sites
+from vctrial.trial.dataset import run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,27 +7,37 @@ from their cohorts: HFrEF (covariate-dependent transitions that age, time-in-sta
 a hospitalization, recurrent hospitalizations, cause-deleted background mortality by age and sex,
 treatment hazard ratios per step, occupancy recorded every step) and type 2 diabetes (the same plus
 two biomarkers stepped with their mean-reverting processes and intensification rules, and hazards
-that depend on a biomarker's current value). Rates are per *alive* patient-step, the work that
-matters: dead patients cost nothing in either kernel.
+that depend on a biomarker's current value). Both kernels are reported both ways, with the ratio
+of the model to the floor in each: per *alive* patient-step (the main figure: dead patients cost
+next to nothing in either kernel, and the two kernels keep different shares of their patients
+alive) and per patient-step of the whole grid (patients x steps, dead ones included, the unit of
+../shared/bench/bare_bound.py). Numba runs on 1 thread; OpenMP, OpenBLAS and MKL pools are pinned to
+1 before numpy loads when the file runs as a script.
 
     python benchmarks/bench_kernel.py [--patients 1000000] [--steps 120] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
+import os
 
-import numba
-import numpy as np
+if __name__ == "__main__":  # the pools read these when numpy and numba load: set before importing them
+    os.environ.update({k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                         "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")})
 
-from vctrial import rng
-from vctrial.cohort import start_arrays, synthesize
-from vctrial.disease import biomarker as bm
-from vctrial.disease import multistate as ms
-from vctrial.spec.cohort import load_cohort
-from vctrial.spec.disease import load_disease
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vctrial import rng  # noqa: E402
+from vctrial.cohort import start_arrays, synthesize  # noqa: E402
+from vctrial.disease import biomarker as bm  # noqa: E402
+from vctrial.disease import multistate as ms  # noqa: E402
+from vctrial.spec.cohort import load_cohort  # noqa: E402
+from vctrial.spec.disease import load_disease  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,14 +72,15 @@ def best_of(repeats: int, fn) -> float:
     return best
 
 
-def floor_rate(n: int, steps: int, repeats: int) -> float:
-    """Alive patient-steps per second of the floor."""
+def floor_rate(n: int, steps: int, repeats: int) -> tuple[float, float]:
+    """Alive patient-steps per second of the floor, and the fraction of patient-steps alive."""
     gen = np.random.default_rng(12345)
     p_progress, p_die = gen.uniform(0, 0.02, n), gen.uniform(0, 0.01, n)
     key = np.uint64(rng.stream_key(np.uint64(12345), np.uint64(1), 0))
     floor_kernel(np.zeros(10, np.int8), p_progress[:10], p_die[:10], key, 2)
     alive = floor_kernel(np.zeros(n, np.int8), p_progress, p_die, key, steps)
-    return alive / best_of(repeats, lambda: floor_kernel(np.zeros(n, np.int8), p_progress, p_die, key, steps))
+    seconds = best_of(repeats, lambda: floor_kernel(np.zeros(n, np.int8), p_progress, p_die, key, steps))
+    return alive / seconds, alive / (n * steps)
 
 
 def full_rate(disease_file: str, cohort_file: str, n: int, steps: int, repeats: int) -> tuple[float, float]:
@@ -107,6 +118,11 @@ MODELS = (("HFrEF (diseases/hfref.yaml)", "diseases/hfref.yaml", "cohorts/hfref.
           ("T2D with biomarkers (diseases/t2d.yaml)", "diseases/t2d.yaml", "cohorts/t2d.yaml"))
 
 
+def _load() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--patients", type=int, default=1_000_000)
@@ -114,12 +130,26 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     numba.set_num_threads(1)
-    floor = floor_rate(args.patients, args.steps, args.repeats)
-    print(f"floor kernel (1 draw + compare + update):   {floor / 1e6:8.1f} M alive patient-steps/s (1 core)")
-    for label, disease, cohort in MODELS:
-        full, alive = full_rate(disease, cohort, args.patients, args.steps, args.repeats)
-        print(f"{label + ':':<43} {full / 1e6:8.1f} M alive patient-steps/s (1 core); "
-              f"{full / floor:.2f} of the floor (target >= 0.25); {alive:.1%} of patient-steps alive")
+    print(f"{args.patients:,} patients x {args.steps} steps, best of {args.repeats}; numba threads "
+          f"{numba.get_num_threads()}; load average {_load()}")
+    # the floor runs before and after the models; the faster of the two is the yardstick (load on a
+    # shared machine drifts, and a slow floor would flatter the models)
+    floor_first, floor_alive = floor_rate(args.patients, args.steps, args.repeats)
+    models = [(label, *full_rate(disease, cohort, args.patients, args.steps, args.repeats))
+              for label, disease, cohort in MODELS]
+    floor_last, _ = floor_rate(args.patients, args.steps, args.repeats)
+    floor = max(floor_first, floor_last)
+    print(f"{'kernel':<43} {'M alive steps/s':>15} {'ratio':>6} {'M all steps/s':>14} {'ratio':>6} "
+          f"{'alive':>6}")
+    print(f"{'floor (1 draw + compare + update)':<43} {floor / 1e6:>15.1f} {1:>6.2f} "
+          f"{floor / floor_alive / 1e6:>14.1f} {1:>6.2f} {floor_alive:>6.1%}   "
+          f"(before the models {floor_first / 1e6:.1f}, after {floor_last / 1e6:.1f})")
+    for label, full, alive in models:
+        print(f"{label:<43} {full / 1e6:>15.1f} {full / floor:>6.2f} {full / alive / 1e6:>14.1f} "
+              f"{(full / alive) / (floor / floor_alive):>6.2f} {alive:>6.1%}")
+    print("ratio: the kernel's rate over the floor's in the same unit (alive patient-steps, or all patient-steps "
+          "of the grid); 'alive': share of the grid's patient-steps alive. Target >= 0.25 per alive patient-step "
+          f"(HFrEF). Load average at the end {_load()}")
 
 
 if __name__ == "__main__":

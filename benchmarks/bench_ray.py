@@ -25,8 +25,9 @@ import numba
 import numpy as np
 import ray
 
-from vctrial.execute import ExecOptions, run_jobs, start_local_ray, trial_job
+from vctrial.execute import ExecOptions, run_jobs, start_local_ray
 from vctrial.spec.protocol import load_protocol
+from vctrial.trial.dataset import trial_job
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numba
 
-from vctrial.execute import run_trial
+from vctrial.trial.dataset import run_trial
 from vctrial.spec.protocol import load_protocol
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,8 @@ import psutil
 import pytest
 import xarray as xr
 
-from vctrial.execute import ExecOptions, run_jobs, trial_job
+from vctrial.execute import ExecOptions, run_jobs
+from vctrial.trial.dataset import trial_job
 from vctrial.spec.protocol import load_protocol
 
 ROOT = Path(__file__).parent.parent

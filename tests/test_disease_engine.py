@@ -310,6 +310,7 @@ def test_intensification_needs_exactly_one_threshold():
 def test_the_twin_path_and_the_kernel_give_the_same_event_times():
     """A twin batch is the kernel with draws as replicates and one shared patient key."""
     from vctrial import twin
+    from vctrial.twin import simulate
     from vctrial.spec.patient import load_batch
     from vctrial.spec.protocol import load_protocol
 
@@ -318,10 +319,10 @@ def test_the_twin_path_and_the_kernel_give_the_same_event_times():
     plan = twin.make_plan(prot, pats, 3.0, 200)
     draws = np.arange(200)
     P = pats.n
-    paths, _, _ = twin._simulate(plan, 9, draws, np.arange(P))
+    paths, _, _ = simulate._simulate(plan, 9, draws, np.arange(P))
     model = ms.compile_model(prot.disease)
     rate = np.broadcast_to(plan.rate[None], (200, P, plan.rate.shape[1]))
-    ref = ms.simulate(model, rate, twin._hazard_ratio_steps(plan, twin.sample_parameters(plan, 9, draws)[0]),
+    ref = ms.simulate(model, rate, simulate._hazard_ratio_steps(plan, twin.sample_parameters(plan, 9, draws)[0]),
                       np.broadcast_to(plan.age[None], (200, P)), np.broadcast_to(plan.female[None], (200, P)),
                       plan.n_steps, 9, draws, start_state=plan.start, patient_keys=np.zeros(P, np.int64),
                       start_months_in_state=pats.start_months)

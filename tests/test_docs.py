@@ -19,11 +19,12 @@ import yaml
 
 from population_helpers import chronic_files, sir_file
 from vctrial import api, docgen, twin
-from vctrial.execute import ExecOptions, run_trial
+from vctrial.execute import ExecOptions
 from vctrial.population.output import run_population
 from vctrial.spec import KINDS, json_schema, model_for
 from vctrial.spec.population import load_population
 from vctrial.spec.protocol import load_protocol
+from vctrial.trial.dataset import run_trial
 from vctrial.trial.design import compare, run_sweep, sweep_axes
 
 ROOT = Path(__file__).parent.parent

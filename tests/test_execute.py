@@ -22,9 +22,10 @@ import xarray as xr
 
 from vctrial.errors import SpecError
 from vctrial.execute import (ExecOptions, Job, RunError, chunks, fingerprint, iter_part_headers, job_key, run_jobs,
-                             start_local_ray, trial_job)
+                             start_local_ray)
 from vctrial.results import parts_dir, write_netcdf
 from vctrial.spec.protocol import load_protocol
+from vctrial.trial.dataset import trial_job
 from vctrial.trial.run import simulate_chunk
 
 DATA = Path(__file__).parent / "data"
@@ -73,6 +74,16 @@ def options(**kw) -> ExecOptions:
 
 # --- chunks and fingerprints ---------------------------------------------------------------------
 
+def test_the_runner_and_the_results_module_know_jobs_not_trials():
+    """Importing ``vctrial.execute`` and ``vctrial.results`` loads nothing of the trial, twin or population
+    packages: trials come to the runner as jobs (``vctrial.trial.dataset.trial_job``)."""
+    code = ("import sys, vctrial.execute, vctrial.results; "
+            "print(sorted(m for m in sys.modules if m.startswith(('vctrial.trial', 'vctrial.twin', 'vctrial.population'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_chunks_cover_replicates_in_order_with_near_equal_sizes():
     for n, size, cap in [(1000, 600, 200_000), (7, 600, 1200), (5, 10**6, 1), (1, 600, 200_000), (10, 1, 3)]:
         parts = chunks(n, size, cap)
@@ -84,7 +95,8 @@ def test_chunks_cover_replicates_in_order_with_near_equal_sizes():
 
 def test_fingerprint_is_stable_across_processes_and_sensitive_to_content(protocol, tmp_path):
     key = job_key(trial_job(protocol), SEED)
-    code = ("import sys; from vctrial.execute import job_key, trial_job; from vctrial.spec.protocol import "
+    code = ("import sys; from vctrial.execute import job_key; from vctrial.trial.dataset import trial_job; "
+            "from vctrial.spec.protocol import "
             f"load_protocol; print(job_key(trial_job(load_protocol({str(PROTOCOL)!r})), {SEED}))")
     for hash_seed in ("0", "12345"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

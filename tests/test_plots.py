@@ -17,7 +17,7 @@ import yaml  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from population_helpers import chronic_files, sir_file  # noqa: E402
-from vctrial.execute import ExecOptions, run_trial  # noqa: E402
+from vctrial.execute import ExecOptions  # noqa: E402
 from vctrial.plots import figures, save_figures  # noqa: E402
 from vctrial.plots import population as popplots  # noqa: E402
 from vctrial.plots import trial as trialplots  # noqa: E402
@@ -25,6 +25,7 @@ from vctrial.population.output import run_population  # noqa: E402
 from vctrial.results import point, write_netcdf  # noqa: E402
 from vctrial.spec.population import load_population  # noqa: E402
 from vctrial.spec.protocol import load_protocol  # noqa: E402
+from vctrial.trial.dataset import run_trial  # noqa: E402
 from vctrial.trial.design import compare, run_sweep, sweep_axes  # noqa: E402
 
 DATA = Path(__file__).parent / "data"

@@ -1,4 +1,8 @@
-"""Operating characteristics of simulated trials against independent formulas (Monte Carlo bounds)."""
+"""Operating characteristics of simulated trials against independent formulas.
+
+Each simulated proportion must lie in the central 99.9% of its exact binomial distribution under the
+formula's value (``mc_helpers``); means and SDs in their 99.9% normal and chi-square intervals.
+"""
 
 import math
 from pathlib import Path
@@ -7,15 +11,21 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vctrial.execute import run_trial
+from vctrial.trial.dataset import run_trial
 from vctrial.spec.protocol import load_protocol
 
+from mc_helpers import assert_binomial
+
 DATA = Path(__file__).parent / "data"
+Z999 = stats.norm.isf(0.0005)  # two-sided 99.9% normal quantile, 3.29
 
 
-def mc_bound(p: float, n: int, k: float = 4.0) -> float:
-    """k Monte Carlo standard errors of a proportion estimated from n replicates."""
-    return k * math.sqrt(p * (1 - p) / n)
+def assert_sd_ratio(sample: np.ndarray, sd: float, what: str) -> None:
+    """The sample SD of normal values agrees with ``sd``: exact chi-square 99.9% interval of the ratio."""
+    k = sample.size - 1
+    lo, hi = np.sqrt(stats.chi2.ppf([0.0005, 0.9995], k) / k)
+    ratio = sample.std(ddof=1) / sd
+    assert lo <= ratio <= hi, (what, ratio, lo, hi)
 
 
 @pytest.mark.slow
@@ -27,8 +37,12 @@ def test_event_driven_power_matches_schoenfeld():
     assert np.all(events == 300)
     z = stats.norm.ppf(1 - 0.025)
     schoenfeld = stats.norm.cdf(math.sqrt(300 / 4) * abs(math.log(0.75)) - z)
-    power = ds["reject"].values.mean()
-    assert abs(power - schoenfeld) < mc_bound(schoenfeld, n), (power, schoenfeld)
+    assert_binomial(int(ds["reject"].values.sum()), n, schoenfeld, what="power")  # 66.8% to 73.5%
+    # the log-rank Z itself: mean -sqrt(d/4)·|log HR| (Schoenfeld's drift, benefit negative), SD 1
+    zs = ds["statistic"].values
+    drift = math.sqrt(300 / 4) * abs(math.log(0.75))
+    assert abs(zs.mean() + drift) < Z999 * zs.std(ddof=1) / math.sqrt(n), (zs.mean(), -drift)
+    assert_sd_ratio(zs, 1.0, "SD of Z")
 
 
 @pytest.mark.slow
@@ -37,8 +51,7 @@ def test_null_effect_rejection_rate_is_alpha():
     assert protocol.is_null
     n = 2000
     ds = run_trial(protocol, n, seed=7, progress=False)
-    rate = ds["reject"].values.mean()
-    assert abs(rate - 0.025) < mc_bound(0.025, n), rate
+    assert_binomial(int(ds["reject"].values.sum()), n, 0.025, what="type I error")  # 1.5% to 3.7%
     # under the null the p-value is uniform
     assert stats.kstest(ds["p_value"].values, "uniform").pvalue > 1e-3
 
@@ -53,8 +66,8 @@ def test_hazard_ratio_estimate_is_unbiased_and_covers_the_true_effect():
     assert abs(np.exp(true.mean()) - 0.75) < 0.01
     err = np.log(ds["estimate"].values) - true
     assert abs(err.mean()) < 4 * err.std() / math.sqrt(n)
-    cover = ((ds["ci_lower"] <= ds["true_effect"]) & (ds["true_effect"] <= ds["ci_upper"])).values.mean()
-    assert abs(cover - 0.95) < mc_bound(0.95, n)
+    cover = ((ds["ci_lower"] <= ds["true_effect"]) & (ds["true_effect"] <= ds["ci_upper"])).values
+    assert_binomial(int(cover.sum()), n, 0.95, what="CI coverage")  # 92.6% to 97.1%
 
 
 def ancova_residual_sd(s0, s1, rho, se, years):
@@ -77,8 +90,7 @@ def test_ancova_power_matches_normal_theory():
     crit = stats.t.ppf(0.975, df)
     ncp = 0.3 / se
     power = stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
-    sim = ds["reject"].values.mean()
-    assert abs(sim - power) < mc_bound(power, n), (sim, power)
+    assert_binomial(int(ds["reject"].values.sum()), n, power, what="power")
     # the estimate's spread matches its model-based SE
-    assert abs(ds["estimate"].values.std() / se - 1) < 0.05
+    assert_sd_ratio(ds["estimate"].values, se, "SD of the estimate")
     assert abs(ds["true_effect"].values.mean() + 0.3) < 1e-12

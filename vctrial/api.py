@@ -15,6 +15,7 @@ cores; ``address="HOST:PORT"`` (or ``"auto"``) joins a running Ray cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,7 @@ def run(spec: PathLike | Protocol | PopulationScenario, replicates: int = 1000, 
         spec = load_protocol(spec)
     elif sweep:
         raise ValueError("sweep needs the protocol's file path, not a loaded Protocol")
-    from vctrial.execute import run_trial
+    from vctrial.trial.dataset import run_trial
 
     return _written(run_trial(spec, replicates, seed, options=opts), out)
 
@@ -188,6 +189,14 @@ def _readers(ds: xr.Dataset) -> tuple[Any, Any]:
         from vctrial import twin as twin_module
 
         return (lambda: twin_module.summarize(ds)), (lambda: twin_module.format_twin(ds))
+    if kind == "validation":
+        from vctrial.study.check import format_validation
+
+        return (lambda: _along(ds, "figure")), (lambda: format_validation(ds))
+    if kind == "calibration":
+        from vctrial.study.calibrate import format_fit
+
+        return (lambda: _along(ds, "parameter")), (lambda: format_fit(ds))
     from vctrial import results
 
     if "protocol" in ds.dims:
@@ -323,6 +332,23 @@ def _kind(path: PathLike) -> str | None:
     data = read_yaml(path)
     kind = data.get("kind") if isinstance(data, dict) else None
     return kind if isinstance(kind, str) else None
+
+
+def patients(protocol: PathLike | Protocol, replicates: Iterable[int], seed: int = 1) -> pd.DataFrame:
+    """One row per simulated patient of the given replicates of a trial protocol (the same patients as
+    replicate r of ``run`` with this seed): arm, stratum, site, covariates, entry, every event's first
+    time, death, dropout, and the primary endpoint at the final analysis (``vctrial run --patients K``
+    writes the same rows as CSV)."""
+    from vctrial.trial.export import patient_table
+
+    spec = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    return patient_table(spec, seed, [int(r) for r in replicates])
+
+
+def _along(ds: xr.Dataset, dim: str) -> pd.DataFrame:
+    """The variables of a Dataset that run along ``dim`` alone, one row per value of it."""
+    names = [v for v in ds.data_vars if ds[v].dims == (dim,)]
+    return ds[names].reset_coords(drop=True).to_dataframe()
 
 
 def _sweep_dims(ds: xr.Dataset) -> list[str]:

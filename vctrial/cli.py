@@ -20,11 +20,37 @@ def _run(args: argparse.Namespace) -> int:
     from vctrial import api
 
     out = _out_file(args.out)
+    patients_out = _patients_export(args, out)
     ds = api.run(args.protocol, args.replicates, args.seed, sweep=getattr(args, "sweep", None), out=out,
                  exec_options=execution_options(args, out), calibration=args.calibration)
     print(api.report(ds))
     print(f"wrote {out}")
+    if patients_out is not None:
+        from vctrial.trial.export import write_patients
+
+        rows = write_patients(api.load_protocol(args.protocol), args.seed, list(range(args.patients)), patients_out)
+        print(f"wrote {patients_out} ({rows:,} patients of replicates 0-{args.patients - 1})")
     return 0
+
+
+def _patients_export(args: argparse.Namespace, out: Path) -> Path | None:
+    """``--patients K``: where the first K replicates' patients go, checked before anything is simulated."""
+    if args.patients is None:
+        if args.patients_out is not None:
+            raise SpecError("command line", "--patients-out", "needs --patients K (how many replicates to export)")
+        return None
+    from vctrial import api
+    from vctrial.results import check_outputs
+
+    if api._kind(args.protocol) != "trial" or args.sweep:
+        raise SpecError("command line", "--patients", "exports the patients of a trial protocol run without a sweep "
+                        "(run one point of a sweep as its own protocol)")
+    if args.patients > args.replicates:
+        raise SpecError("command line", "--patients", f"{args.patients} replicates to export, but the run has "
+                        f"{args.replicates}")
+    target = Path(args.patients_out) if args.patients_out else out.with_name(out.stem + ".patients.csv")
+    check_outputs({"--out": out, "--patients-out": target}, [args.protocol])
+    return target
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -110,30 +136,78 @@ def _plot(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import xarray as xr
-
     from vctrial.plots import save_figures
-
-    from vctrial.plots import KINDS
     from vctrial.results import check_folder_output
-    from vctrial.spec.base import read_spec_bytes
 
-    path = Path(args.file)
-    read_spec_bytes(path)  # a regular, readable file (not a folder, FIFO or device)
     check_folder_output("--out", args.out)
-    try:
-        ds = xr.open_dataset(path, engine="netcdf4")
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise SpecError(str(path), "", f"not a readable netCDF results file ({exc})") from None
-    with ds:
-        kind = ds.attrs.get("kind")
-        if kind not in KINDS:
-            raise SpecError(str(path), "attrs.kind", f"not a results file vctrial writes: kind {kind!r} "
-                            f"(known: {', '.join(KINDS)})")
-        paths = save_figures(ds.load(), args.out, dpi=args.dpi)
+    paths = save_figures(_results_file(args.file), args.out, dpi=args.dpi)
     for p in paths:
         print(f"wrote {p}")
     return 0
+
+
+def _results_file(file: str):
+    """A results file vctrial wrote, read into memory; SpecError (exit 2) for anything else."""
+    from vctrial import api
+    from vctrial.plots import KINDS
+    from vctrial.spec.base import read_spec_bytes
+
+    path = Path(file)
+    read_spec_bytes(path)  # a regular, readable file (not a folder, FIFO or device)
+    try:
+        ds = api.open_results(path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise SpecError(str(path), "", f"not a readable netCDF results file ({exc})") from None
+    kind = ds.attrs.get("kind")
+    if kind not in KINDS:
+        raise SpecError(str(path), "attrs.kind", f"not a results file vctrial writes: kind {kind!r} "
+                        f"(known: {', '.join(KINDS)})")
+    return ds
+
+
+def _summarize(args: argparse.Namespace) -> int:
+    """``vctrial summarize FILE.nc``: the operating characteristics (or summaries) a run printed."""
+    from vctrial import api
+    from vctrial.results import check_outputs, write_text
+
+    check_outputs({"--csv": args.csv}, list(args.files))
+    if args.csv and len(args.files) != 1:
+        raise SpecError("command line", "--csv", "summarizes one results file; give one file")
+    tables = []
+    for n, file in enumerate(args.files):
+        ds = _select(_results_file(file), file, args.sel or [])
+        print(("\n" if n else "") + (f"{file}\n" if len(args.files) > 1 else "") + api.report(ds))
+        tables.append(api.summarize(ds))
+    if args.csv:
+        print(f"wrote {write_text(tables[0].to_csv(), args.csv)}")
+    return 0
+
+
+def _select(ds, file: str, selections: list[tuple[str, str]]):
+    """``ds.sel`` of one value per named dimension, the value read as the dimension's type."""
+    import numpy as np
+
+    from vctrial.api import _sweep_dims
+
+    points = [d for d in [*_sweep_dims(ds), "protocol"] if d in ds.dims and d in ds.coords]
+    for dim, text in selections:
+        if dim not in points:
+            raise SpecError(file, f"--sel {dim}", "not a sweep or comparison dimension of this file "
+                            f"({', '.join(points) or 'it has none'})")
+        values = ds[dim].values
+        found = [i for i, v in enumerate(values) if str(v) == text or _same_number(v, text)]
+        if len(found) != 1:
+            shown = ", ".join(str(v) for v in values[:20]) + (", ..." if len(values) > 20 else "")
+            raise SpecError(file, f"--sel {dim}", f"{text!r} is not one of its values ({shown})")
+        ds = ds.isel({dim: int(np.int64(found[0]))})
+    return ds
+
+
+def _same_number(value, text: str) -> bool:
+    try:
+        return math.isclose(float(value), float(text), rel_tol=1e-12, abs_tol=0.0)
+    except (TypeError, ValueError):
+        return False
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -211,6 +285,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--calibration", default=None, metavar="FIT.nc",
                      help="population scenario: replicate r runs the disease model at the r-th parameter draw of "
                           "a vctrial calibrate result (a probabilistic sensitivity analysis)")
+    run.add_argument("--patients", type=_count, default=None, metavar="K",
+                     help="trial protocols: also write one row per simulated patient of replicates 0 to K-1 (arm, "
+                          "stratum, covariates, event times, censoring) as CSV, for analysis in another tool")
+    run.add_argument("--patients-out", default=None, metavar="FILE.csv",
+                     help="where --patients writes (default: the --out name with .patients.csv)")
     add_execution_options(run)
     run.set_defaults(func=_run)
 
@@ -257,6 +336,13 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", "-o", default="figures", help="output folder (default figures/)")
     plot.add_argument("--dpi", type=_dpi, default=110, help="resolution, 10 to 1200 (default 110)")
     plot.set_defaults(func=_plot)
+
+    smz = sub.add_parser("summarize", help="print the operating characteristics (or summaries) of results files")
+    smz.add_argument("files", nargs="+", help="netCDF results files written by vctrial")
+    smz.add_argument("--sel", action="append", type=_selection, metavar="DIM=VALUE",
+                     help="one point of a sweep or comparison (repeatable), e.g. --sel hazard_ratio=0.8")
+    smz.add_argument("--csv", help="also write the summary table of the (one) file as CSV")
+    smz.set_defaults(func=_summarize)
 
     twin = sub.add_parser("twin", help="what may happen to one patient (YAML) or a batch (CSV) under each option")
     twin.add_argument("patient", help="patient YAML file, or a CSV of patients (id, covariates, optional state)")
@@ -380,6 +466,13 @@ def _workers(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+def _selection(text: str) -> tuple[str, str]:
+    dim, eq, value = text.partition("=")
+    if not eq or not dim.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected DIM=VALUE, got {text!r}")
+    return dim.strip(), value.strip()
 
 
 def _sweep(text: str):

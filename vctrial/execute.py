@@ -35,7 +35,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -47,15 +46,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import xarray as xr
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import vctrial
 from vctrial.errors import SpecError
-from vctrial.results import OutputBusy, WriteError, build_dataset, hold_output, parts_dir, release_output
-from vctrial.spec.protocol import Protocol
-from vctrial.trial.run import simulate_chunk
+from vctrial.results import OutputBusy, WriteError, hold_output, parts_dir, release_output
 
 log = logging.getLogger("vctrial")
 
@@ -257,7 +253,7 @@ def _run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions)
     nodes: set[str] = set()
 
     desc = jobs[0].label[:40] if len(jobs) == 1 else f"{len(jobs)} jobs"
-    bar = tqdm(total=replicates * len(jobs), initial=sum(t.hi - t.lo for t in done), desc=desc, unit="trial",
+    bar = tqdm(total=replicates * len(jobs), initial=sum(t.hi - t.lo for t in done), desc=desc, unit="replicate",
                disable=not options.progress, dynamic_ncols=True, file=sys.stderr)
 
     def finished(task: _Task, arrays: dict[str, np.ndarray], node: str) -> None:
@@ -310,18 +306,6 @@ def _run_jobs(jobs: list[Job], replicates: int, seed: int, options: ExecOptions)
         names = done[mine[0]].keys()
         result.append({k: np.concatenate([done[t][k] for t in mine], axis=0) for k in names})
     return result
-
-
-def trial_job(protocol: Protocol, label: str | None = None) -> Job:
-    return Job(simulate_chunk, protocol, label or protocol.spec.name, protocol.spec.sample_size)
-
-
-def run_trial(protocol: Protocol, replicates: int, seed: int, progress: bool = True,
-              options: ExecOptions | None = None) -> xr.Dataset:
-    """Simulate ``replicates`` independent trials of a protocol; returns the results Dataset."""
-    options = options or ExecOptions(progress=progress)
-    (arrays,) = run_jobs([trial_job(protocol)], replicates, seed, options)
-    return build_dataset(protocol, seed, arrays, np.arange(replicates))
 
 
 # --- tasks -------------------------------------------------------------------------------------

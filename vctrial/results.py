@@ -1,4 +1,9 @@
-"""Results as self-describing xarray Datasets: layout, provenance, atomic netCDF, summaries."""
+"""Results as self-describing xarray Datasets: provenance from the resolved specs, atomic netCDF, one
+run per output, stacking of protocols and sweep points, summaries.
+
+The trial layout itself is built in :mod:`vctrial.trial.dataset`, the population layout in
+:mod:`vctrial.population.output`, the twin layouts in :mod:`vctrial.twin.output`.
+"""
 
 from __future__ import annotations
 
@@ -7,153 +12,75 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydantic
 import xarray as xr
+import yaml
 from scipy.stats import norm
 
 import vctrial
 from vctrial.spec.protocol import Protocol
 
-# variable -> (dimensions after "replicate", units, long name); "{effect}" is filled per endpoint
-VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "statistic": ((), "1", "test statistic (log-rank z or ANCOVA t; negative favours the active arm when lower is better)"),
-    "p_value": ((), "1", "p-value"),
-    "reject": ((), "1", "null hypothesis rejected at the protocol's alpha"),
-    "estimate": ((), "{unit}", "estimated {effect}"),
-    "ci_lower": ((), "{unit}", "lower confidence limit of the {effect}"),
-    "ci_upper": ((), "{unit}", "upper confidence limit of the {effect}"),
-    "log_hr_se": ((), "1", "standard error of the log hazard ratio"),
-    "true_effect": ((), "{unit}", "counterfactual {effect} in the trial's own patients (every patient under every arm)"),
-    "duration_months": ((), "months", "trial duration from the start of enrollment to the (final or stopping) analysis"),
-    "n_screened": ((), "patients", "candidates screened to randomize the sample"),
-    "n_randomized": (("arm",), "patients", "patients randomized"),
-    "n_analysed": (("arm",), "patients", "patients in the analysis"),
-    "n_events": (("arm",), "events", "endpoint events observed at the analysis"),
-    "km_survival": (("arm", "month"), "1", "Kaplan-Meier endpoint-free probability"),
-    "biomarker_mean": (("arm", "visit_month"), "{biomarker_unit}", "mean observed biomarker in analysed patients"),
-    "occupancy": (("arm", "month", "state"), "1", "fraction of all patients in each state had they all received the arm"),
-    "n_enrolled": (("arm",), "patients", "patients randomized by the analysis date (by the stopping look with interim analyses)"),
-    "imbalance": ((), "patients", "realized imbalance: patients on the active arm minus its allocation share of all randomized"),
-    "max_stratum_imbalance": ((), "patients", "largest |patients of an arm in a stratum - its allocation share of the stratum| over strata and arms"),
-    "site_randomized": (("site",), "patients", "patients randomized at each site"),
-    "site_screened": (("site",), "patients", "candidates screened at each site"),
-    "site_opened_month": (("site",), "months", "calendar month each site opened"),
-    "enrollment_months": ((), "months", "calendar month the last patient was randomized (NaN: enrollment closed first)"),
-    "stop_look": ((), "1", "look at which the trial stopped (1 = first)"),
-    "stop_reason": ((), "1", "why the trial stopped: 0 final analysis, 1 efficacy at an interim look, 2 futility at an interim look"),
-    "look_performed": (("look",), "1", "the look took place (not after the final analysis at the maximum duration)"),
-    "look_date_months": (("look",), "months", "calendar date of each look"),
-    "look_information": (("look",), "{info}", "information at each look"),
-    "look_fraction": (("look",), "1", "observed information fraction at each look"),
-    "look_z": (("look",), "1", "standardized statistic at each look (positive favours the active arm), whether or not the trial stopped before"),
-    "look_estimate": (("look",), "{unit}", "estimated {effect} at each look"),
-    "look_true_effect": (("look",), "{unit}", "counterfactual {effect} at each look's data cut"),
-    "look_n_enrolled": (("look",), "patients", "patients randomized by each look"),
-    "efficacy_bound": (("look",), "1", "efficacy bound on the z scale, recomputed at the observed information fractions"),
-    "futility_bound": (("look",), "1", "non-binding futility bound on the z scale (-inf: none)"),
-}
 
-FLAGS = {"stop_reason": ([0, 1, 2], "final efficacy futility")}
+def spec_document(spec: pydantic.BaseModel) -> dict[str, Any]:
+    """A resolved spec as plain data: every key (defaults filled in), under the names its files use."""
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def spec_text(spec: pydantic.BaseModel | None) -> str:
+    """A resolved spec as YAML text that loads back to the same spec ("" for none)."""
+    if spec is None:
+        return ""
+    return yaml.safe_dump(spec_document(spec), sort_keys=False, allow_unicode=True, width=100)
+
+
+def content_hash(*parts: Any) -> str:
+    """First 16 hex digits of the SHA-256 of a canonical JSON text of ``parts`` (specs as their
+    :func:`spec_document`): equal for equal resolved specs, wherever they came from."""
+    def plain(x: Any) -> Any:
+        if isinstance(x, pydantic.BaseModel):
+            return spec_document(x)
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, Path):
+            return str(x)
+        if isinstance(x, np.generic):
+            return x.item()
+        return x
+
+    text = json.dumps(plain(list(parts)), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def spec_hash(protocol: Protocol) -> str:
-    """Hash of everything that determines results: the protocol, cohort and disease texts."""
-    h = hashlib.sha256()
-    for p in (protocol.path, protocol.cohort.path, protocol.disease.path):
-        h.update(Path(p).read_bytes())
-    return h.hexdigest()[:16]
+    """Hash of everything in the specs that determines results: the resolved protocol (overrides and
+    sweep values applied), cohort and disease, as held in memory (no file is read)."""
+    return content_hash(protocol.spec, protocol.cohort, protocol.disease)
 
 
 def provenance(protocol: Protocol, seed: int) -> dict[str, str | int]:
-    """Attributes that make a results file reproducible: the three spec texts, their hash, seed, version."""
+    """Attributes that make a results file reproducible: the three resolved specs, their hash, seed, version.
+
+    Everything comes from the specs in memory, so a sweep point records its own values, overrides
+    are recorded, and specs built in code (or whose files are gone) are recorded too.
+    """
     return {
         "protocol_name": protocol.spec.name,
-        "protocol_file": str(protocol.path),
-        "protocol_text": protocol.text,
-        "cohort_text": Path(protocol.cohort.path).read_text(encoding="utf-8"),
-        "disease_text": Path(protocol.disease.path).read_text(encoding="utf-8"),
+        "protocol_file": "" if protocol.path is None else str(protocol.path),
+        "protocol_text": spec_text(protocol.spec),
+        "cohort_text": spec_text(protocol.cohort),
+        "disease_text": spec_text(protocol.disease),
         "spec_hash": spec_hash(protocol),
         "seed": int(seed),
         "vctrial_version": vctrial.__version__,
     }
-
-
-def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], replicates: np.ndarray) -> xr.Dataset:
-    """Assemble per-replicate arrays into the documented Dataset layout."""
-    spec = protocol.spec
-    tte = spec.endpoint.type == "time_to_event"
-    if tte and spec.analysis.method == "rmst":
-        tau = spec.analysis.tau_months
-        effect, unit = f"difference in restricted mean survival time to month {tau:g} (active - control)", "months"
-        bio_unit = ""
-    elif tte:
-        effect, unit = "hazard ratio (active vs control)", "1"
-        bio_unit = ""
-    else:
-        marker = next(b for b in protocol.disease.biomarkers if b.name == spec.endpoint.biomarker)
-        effect = f"mean difference in change of {marker.name} from baseline to month {spec.endpoint.visit_month:g}"
-        unit = bio_unit = marker.unit or "1"
-    steps = arrays["occupancy"].shape[2]
-    dt = protocol.disease.time_step_months
-    coords = {
-        "replicate": np.asarray(replicates, np.int64),
-        "arm": [a.name for a in spec.arms],
-        "state": [s.name for s in protocol.disease.states],
-    }
-    data_vars = {}
-    for name, values in arrays.items():
-        dims, units, long_name = VARIABLES[name]
-        dims = ("replicate",) + tuple("step_month" if (d == "month" and name == "occupancy") else d for d in dims)
-        attrs = {"units": units.format(unit=unit, biomarker_unit=bio_unit, info="events" if tte else "patients"),
-                 "long_name": long_name.format(effect=effect)}
-        if name in FLAGS:
-            attrs.update(flag_values=FLAGS[name][0], flag_meanings=FLAGS[name][1])
-        data_vars[name] = (dims, values, attrs)
-    if "km_survival" in arrays:
-        coords["month"] = ("month", np.arange(arrays["km_survival"].shape[2]) * 1.0, {"units": "months"})
-    if "biomarker_mean" in arrays:
-        coords["visit_month"] = ("visit_month", [0.0, spec.endpoint.visit_month], {"units": "months"})
-    coords["step_month"] = ("step_month", np.arange(steps) * dt, {"units": "months", "long_name": "time since randomization"})
-    if spec.looks is not None:
-        K = len(spec.looks.information_fractions)
-        coords["look"] = ("look", np.arange(1, K + 1), {"long_name": "analysis number (the last is the final analysis)"})
-        coords["planned_fraction"] = ("look", np.asarray(spec.looks.information_fractions),
-                                      {"long_name": "planned information fraction"})
-    if spec.enrollment.sites:
-        from vctrial.trial.sites import site_labels
-
-        names, groups, regions = site_labels(spec.enrollment)
-        coords["site"] = ("site", list(names), {"long_name": "trial site (group:number)"})
-        coords["site_group"] = ("site", list(groups))
-        coords["site_region"] = ("site", list(regions))
-    ds = xr.Dataset(data_vars, coords=coords)
-    ds.attrs.update({
-        "title": f"vctrial: {spec.name}",
-        "kind": "trial",
-        **provenance(protocol, seed),
-        "endpoint": spec.endpoint.label or spec.endpoint.type,
-        "effect_measure": effect,
-        "effect_scale": "ratio" if tte and spec.analysis.method != "rmst" else "difference",
-        "analysis": spec.analysis.method,
-        "alpha": spec.analysis.alpha,
-        "sided": spec.analysis.sided,
-        "null_effect": int(protocol.is_null),
-        "Conventions": "CF-1.8",
-    })
-    if spec.looks is not None:
-        lk = spec.looks
-        fut = lk.futility
-        ds.attrs.update({
-            "information_fractions": list(lk.information_fractions),
-            "efficacy_spending": lk.efficacy.spending + (f"({lk.efficacy.gamma:g})" if lk.efficacy.gamma is not None else ""),
-            "futility": "none" if fut is None else (
-                f"beta spending {fut.spending}, beta {fut.beta:g}" if fut.type == "beta_spending"
-                else f"conditional power < {fut.threshold:g} (non-binding)"),
-        })
-    return ds
 
 
 def parts_dir(path: str | Path) -> Path:
@@ -282,9 +209,10 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     return path
 
 
-def write_text(text: str, path: str | Path) -> Path:
+def write_text(text: str | Iterable[str], path: str | Path) -> Path:
     """Write a text file atomically (a temporary file in the same folder, renamed when complete);
-    :class:`WriteError` when the file system refuses it."""
+    :class:`WriteError` when the file system refuses it. ``text`` may come in pieces (an iterable),
+    so that a large table is never whole in memory."""
     path = Path(path)
     try:
         made = _made_folders(path.parent)
@@ -293,7 +221,8 @@ def write_text(text: str, path: str | Path) -> Path:
         raise _write_failed(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            for piece in ([text] if isinstance(text, str) else text):
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
@@ -307,6 +236,19 @@ def write_text(text: str, path: str | Path) -> Path:
         _remove_empty(made)
         raise
     return path
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage
+    return: a patient identifier kept with --keep-ids, a name from a spec) get a leading apostrophe."""
+    out = frame.copy()
+    for name in out.columns:
+        if out[name].dtype == object:
+            out[name] = [f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v for v in out[name]]
+    return out
 
 
 # --- one run per output at a time --------------------------------------------------------------
@@ -582,32 +524,41 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     rows: list[tuple[str, float, float, float]] = []
     reject = ds["reject"].values.astype(bool)
     label = "type I error" if int(ds.attrs.get("null_effect", 0)) else "power"
+    if ds.attrs.get("hypothesis", "superiority") != "superiority":  # its null is the margin, not no effect
+        label = f"{ds.attrs['hypothesis']} shown"
     lo, hi = binomial_interval(int(reject.sum()), n)
     rows.append((label, reject.mean(), lo, hi))
+    if "harm" in ds:
+        harm = ds["harm"].values.astype(bool)
+        rows.append(("harm (significant, unfavourable)", harm.mean(), *binomial_interval(int(harm.sum()), n)))
     est = ds["estimate"].values
     ratio = is_ratio(ds)
     centre = np.log(est) if ratio else est
     truth = np.log(ds["true_effect"].values) if ratio else ds["true_effect"].values
     ok = np.isfinite(centre)
-    mean, sd = centre[ok].mean(), centre[ok].std(ddof=1) if ok.sum() > 1 else np.nan
+    mean = centre[ok].mean() if ok.any() else np.nan  # no finite estimate at all: NaN, no numpy warning
+    sd = centre[ok].std(ddof=1) if ok.sum() > 1 else np.nan
     half = 1.96 * sd / np.sqrt(ok.sum())
     back = np.exp if ratio else (lambda x: x)
-    name = "estimate (geometric mean HR)" if ratio else "estimate (mean)"
+    short = ratio_abbreviation(ds)
+    name = f"estimate (geometric mean {short})" if ratio else "estimate (mean)"
     rows.append((name, back(mean), back(mean - half), back(mean + half)))
-    rows.append(("estimate SD (log HR)" if ratio else "estimate SD", sd, np.nan, np.nan))
+    rows.append((f"estimate SD (log {short})" if ratio else "estimate SD", sd, np.nan, np.nan))
     if ok.sum() < n:
         rows.append(("no estimate (no finite Cox MLE)", float(n - ok.sum()), np.nan, np.nan))
     ok &= np.isfinite(truth)
-    true_mean = truth[ok].mean()
+    true_mean = truth[ok].mean() if ok.any() else np.nan
     rows.append(("true effect (mean)", back(true_mean), np.nan, np.nan))
     bias = centre[ok] - truth[ok]
     bhalf = 1.96 * bias.std(ddof=1) / np.sqrt(ok.sum()) if ok.sum() > 1 else np.nan
-    rows.append(("bias (log HR)" if ratio else "bias", bias.mean(), bias.mean() - bhalf, bias.mean() + bhalf))
+    bmean = bias.mean() if bias.size else np.nan
+    rows.append((f"bias (log {short})" if ratio else "bias", bmean, bmean - bhalf, bmean + bhalf))
     cover = (ds["ci_lower"].values <= ds["true_effect"].values) & (ds["true_effect"].values <= ds["ci_upper"].values)
     judged = np.isfinite(ds["ci_lower"].values) & np.isfinite(ds["ci_upper"].values) & np.isfinite(
         ds["true_effect"].values)  # replicates with an interval and a truth to compare
     lo, hi = binomial_interval(int(cover[judged].sum()), int(judged.sum()))
     rows.append(("CI coverage of true effect", cover[judged].mean() if judged.any() else np.nan, lo, hi))
+    rows.extend(_estimation_rows(ds))
     dur = ds["duration_months"].values
     known = np.isfinite(dur)
     if not known.all():
@@ -635,6 +586,42 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     if "max_stratum_imbalance" in ds:
         rows.append(("max stratum imbalance (max)", float(ds["max_stratum_imbalance"].values.max()), np.nan, np.nan))
     return pd.DataFrame(rows, columns=["quantity", "value", "lower", "upper"]).set_index("quantity")
+
+
+def interval_coverage(ds: xr.Dataset, lower: str, upper: str) -> tuple[float, float, float, int]:
+    """Share of replicates whose interval [ds[lower], ds[upper]] holds ``true_effect``, with its 95% Wilson
+    interval and the number of replicates judged (those with an interval and a truth)."""
+    lo_v, hi_v, truth = ds[lower].values, ds[upper].values, ds["true_effect"].values
+    judged = np.isfinite(lo_v) & np.isfinite(hi_v) & np.isfinite(truth)
+    hits = int(((lo_v <= truth) & (truth <= hi_v))[judged].sum())
+    m = int(judged.sum())
+    return (hits / m if m else np.nan, *binomial_interval(hits, m), m)
+
+
+def _estimation_rows(ds: xr.Dataset) -> list[tuple[str, float, float, float]]:
+    """After a group-sequential stop: coverage of the repeated and stagewise intervals, bias of the
+    median-unbiased estimate (on the log scale for ratios)."""
+    rows = []
+    if "rci_lower" in ds:
+        rows.append(("RCI coverage of true effect", *interval_coverage(ds, "rci_lower", "rci_upper")[:3]))
+    if "mue_estimate" in ds:
+        rows.append(("stagewise CI coverage of true effect", *interval_coverage(ds, "mue_ci_lower", "mue_ci_upper")[:3]))
+        ratio = is_ratio(ds)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            est, truth = ds["mue_estimate"].values, ds["true_effect"].values
+            d = (np.log(est) - np.log(truth)) if ratio else est - truth
+        rows.append((f"median-unbiased bias (log {ratio_abbreviation(ds)})" if ratio else "median-unbiased bias",
+                     *_mean_interval(d)))
+    return rows
+
+
+def ratio_abbreviation(ds: xr.Dataset) -> str:
+    """HR, RR, OR or "rate ratio": the name of a ratio effect in summary rows (from ``effect_measure``)."""
+    measure = str(ds.attrs.get("effect_measure", "hazard ratio"))
+    for words, short in (("hazard ratio", "HR"), ("risk ratio", "RR"), ("odds ratio", "OR"), ("rate ratio", "rate ratio")):
+        if measure.startswith(words):
+            return short
+    return "ratio"
 
 
 def is_ratio(ds: xr.Dataset) -> bool:
@@ -708,11 +695,15 @@ def stack(datasets: list[xr.Dataset], dims: dict[str, list]) -> xr.Dataset:
     """Stack results Datasets along new dimensions (``protocol``, or one per swept parameter).
 
     ``datasets`` are in C order over the product of ``dims``' values. Attributes equal in all
-    of them stay attributes; those that differ (protocol text, null effect...) become variables
-    along the new dimensions, listed in ``attrs["varying_attrs"]``; :func:`point` restores them
-    for one selected point. Variables some datasets lack (e.g. per-look outputs of a design
-    without looks) are filled with NaN.
+    of them stay attributes; those that differ (protocol text, null effect...) are listed in
+    ``attrs["varying_attrs"]`` and become variables along the new dimensions, named after the
+    attribute; :func:`point` restores them for one selected point. An attribute named like a
+    dimension (``alpha`` when ``analysis.alpha`` is swept) is not stored twice when the dimension's
+    coordinate already holds each point's value; otherwise its variable is ``attribute_<name>``
+    (variable attribute ``point_attribute`` = the name). Variables some datasets lack (e.g.
+    per-look outputs of a design without looks) are filled with NaN.
     """
+    import itertools
     import json
 
     datasets = [d.assign_attrs(point_variables=json.dumps(sorted(map(str, d.data_vars)))) for d in datasets]
@@ -723,15 +714,33 @@ def stack(datasets: list[xr.Dataset], dims: dict[str, list]) -> xr.Dataset:
     common = {k: first[k] for k in keys
               if all(k in d.attrs and _attr_value(d.attrs[k]) == _attr_value(first.get(k)) for d in datasets)}
     varying = [k for k in keys if k not in common]
+    names = list(dims)
+    labels = list(itertools.product(*(list(v) for v in dims.values())))  # each dataset's coordinates
+    taken = set(names) | {str(v) for d in datasets for v in d.variables}
+    carriers: dict[str, str | None] = {}  # attribute -> variable holding it (None: its dimension's coordinate)
+    for k in varying:
+        if k not in taken:
+            carriers[k] = k
+        elif k in dims and all(_same_value(d.attrs.get(k), combo[names.index(k)]) for d, combo in zip(datasets, labels)):
+            carriers[k] = None
+        else:
+            name = f"attribute_{k}"
+            while name in taken:
+                name = "_" + name
+            carriers[k] = name
+            taken.add(name)
     parts = []
     for d in datasets:
         extra = {k: _attr_value(d.attrs.get(k, "")) for k in varying}
         d = d.copy()
         d.attrs = {}
         for k, v in extra.items():
-            d[k] = ((), v, {"long_name": f"attribute {k} of each point"})
+            if carriers[k] is not None:
+                attrs = {"long_name": f"attribute {k} of each point"}
+                if carriers[k] != k:
+                    attrs["point_attribute"] = k
+                d[carriers[k]] = ((), v, attrs)
         parts.append(d)
-    names = list(dims)
     if len(names) == 1:
         out = xr.concat(parts, dim=pd.Index(list(dims[names[0]]), name=names[0]), join="outer",
                         data_vars="all", coords="different", compat="equals")
@@ -745,6 +754,22 @@ def stack(datasets: list[xr.Dataset], dims: dict[str, list]) -> xr.Dataset:
     return out
 
 
+def _same_value(attribute, label) -> bool:
+    """True when a point's attribute equals its coordinate label (numbers compared as numbers)."""
+    a = _attr_value(attribute)
+    if isinstance(a, (int, float, np.number)) and isinstance(label, (int, float, np.number)) \
+            and not isinstance(label, (bool, np.bool_)):
+        return bool(a == label)
+    return type(a) is type(label) and a == label
+
+
+def _carriers(ds: xr.Dataset, varying: list[str]) -> dict[str, str]:
+    """Where a stacked Dataset holds each varying attribute: its variable, or its dimension's coordinate."""
+    renamed = {str(v.attrs["point_attribute"]): str(name) for name, v in ds.data_vars.items()
+               if "point_attribute" in v.attrs}
+    return {k: renamed.get(k, k) for k in varying if renamed.get(k, k) in ds.variables}
+
+
 def point(ds: xr.Dataset) -> xr.Dataset:
     """One protocol or sweep point of a stacked Dataset, with its own attributes restored.
 
@@ -756,17 +781,16 @@ def point(ds: xr.Dataset) -> xr.Dataset:
         return ds
     if isinstance(varying, str):
         varying = [varying]
-    varying = list(varying)
-    stacked = {d for k in varying if k in ds for d in ds[k].dims}
+    carriers = _carriers(ds, list(varying))
+    stacked = {d for name in carriers.values() for d in ds[name].dims}
     if stacked:
         raise ValueError(f"select one point of {', '.join(sorted(stacked))} first (e.g. ds.sel(...))")
     import json
 
-    out = ds.drop_vars([k for k in varying if k in ds])
+    out = ds.drop_vars([name for name in carriers.values() if name in ds.data_vars])
     out.attrs = {k: v for k, v in ds.attrs.items() if k != VARYING}
-    for k in varying:
-        if k in ds:
-            out.attrs[k] = ds[k].values.item()
+    for k, name in carriers.items():
+        out.attrs[k] = ds[name].values.item()
     own = out.attrs.pop("point_variables", None)
     if own is not None:  # drop the variables other points had and this one did not (NaN padding)
         out = out[[v for v in json.loads(own) if v in out.data_vars]]
@@ -788,7 +812,7 @@ def _paired_quantities(ds: xr.Dataset) -> dict[str, np.ndarray]:
     """Per-replicate quantities whose paired differences a comparison reports."""
     q = {"rejection rate": ds["reject"].values.astype(float)}
     est = ds["estimate"].values.astype(float)
-    q["estimate (log HR)" if is_ratio(ds) else "estimate"] = np.log(est) if is_ratio(ds) else est
+    q[f"estimate (log {ratio_abbreviation(ds)})" if is_ratio(ds) else "estimate"] = np.log(est) if is_ratio(ds) else est
     q["duration (months)"] = ds["duration_months"].values.astype(float)
     if "n_events" in ds:
         q["events"] = ds["n_events"].sum("arm").values.astype(float)

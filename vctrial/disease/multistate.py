@@ -239,6 +239,7 @@ class Paths:
     event_count: np.ndarray | None = None  # (R, n, A, E) occurrences of each event (recurrent events)
     marker_true: np.ndarray | None = None  # (R, n, A, B, V) true biomarker values at the recorded steps
     added: np.ndarray | None = None  # (R, n, A, B) therapy additions by the intensification rule
+    event_times: np.ndarray | None = None  # (R, n, A, J) times of the recorded events in order, NaN padded
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,8 @@ def simulate(
     switching: Switching | None = None,
     start_months_in_state: np.ndarray | None = None,
     markers: Markers | None = None,
+    record_events: np.ndarray | None = None,
+    max_records: int = 0,
 ) -> Paths:
     """Step all patients of all replicates under every arm.
 
@@ -311,6 +314,9 @@ def simulate(
         start_months_in_state: (n,) or (R, n) months already spent in the starting state at time 0.
         markers: biomarker inputs; required when a hazard depends on a biomarker or the model has an
             intensification rule, and to record biomarker values.
+        record_events: (E,) bool, events whose every occurrence time is kept in ``Paths.event_times``
+            (recurrent events), up to ``max_records`` per patient and arm; a patient with more keeps
+            the first ``max_records`` (compare ``event_count`` to detect it).
     """
     R, n, K = rate.shape
     hr = np.asarray(hazard_ratio, np.float64)
@@ -377,7 +383,12 @@ def simulate(
     elif switching is None:  # time on treatment is time on study: fold the factor into the treatment's
         hr = hr[..., :n_steps] * tf
         tf = np.zeros((0, 0))
-    first, death, occ, tis, count, true, added, overflow = _simulate_kernel(
+    E = model.to_state.shape[0]
+    rec_ev = np.zeros(E, np.bool_) if record_events is None else np.ascontiguousarray(record_events, np.bool_)
+    J = int(max_records) if rec_ev.any() else 0
+    if rec_ev.shape != (E,) or J < 0:
+        raise ValueError("record_events must hold one flag per event and max_records must be >= 0")
+    first, death, occ, tis, count, true, added, overflow, ev_rec = _simulate_kernel(
         np.ascontiguousarray(rate, np.float64),
         np.ascontiguousarray(hr),
         np.ascontiguousarray(tf),
@@ -406,11 +417,13 @@ def simulate(
         *sw,
         V,
         mk,
+        rec_ev,
+        J,
     )
     if overflow:
         raise too_many_events(model)
     return Paths(first, death, occ, tis if track_time else None, count,
-                 true if use_markers and V else None, added if use_markers else None)
+                 true if use_markers and V else None, added if use_markers else None, ev_rec if J else None)
 
 
 MAX_EVENTS_PER_STEP = 32
@@ -625,7 +638,7 @@ def _markers_at(mk, r, i, a, b, t, dt, off, alive, B, w, n_add, vmid, smid, key_
 @numba.njit(cache=True, parallel=True)
 def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, out_idx, to_state, absorbing,
                      bp, n_bp, tis_mult, start, start_u, pkeys, track, dt, n_steps, seed, stream_e, stream_c,
-                     replicates, has_sw, sw_step, sw_to, trig_ev, trig_to, trig_delay, trig_ok, V, mk):
+                     replicates, has_sw, sw_step, sw_to, trig_ev, trig_to, trig_delay, trig_ok, V, mk, rec_ev, J):
     """The driver over replicates, patients and arms. ``mk`` is None without biomarkers (the marker code
     is then compiled out of the hot loop: numba prunes branches on a None argument), else the tuple
     (mean0, b0, b1, shift, slope, record, process, streams, time table, link value, reference, slope,
@@ -640,6 +653,7 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
     first = np.full((R, n, A, E), np.inf)
     death = np.full((R, n, A), np.inf)
     count = np.zeros((R, n, A, E), np.int32)
+    ev_rec = np.full((R if J else 1, n if J else 1, A, max(J, 1)), np.nan)
     true = np.full((R if V else 1, n if V else 1, A, max(B, 1), max(V, 1)), np.nan)
     added = np.zeros((R if B else 1, n if B else 1, A, max(B, 1)), np.int32)
     blocks = (n + BLOCK - 1) // BLOCK
@@ -693,6 +707,7 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                 jint = _interval(start_u[r, i], bp, n_bp, s)
                 clock = 0.0
                 n_ev = 0
+                n_rec = 0
                 threshold = -np.log(rng.uniform_open(key_e, pk, n_ev))
                 if mk is not None:
                     for m in range(B):
@@ -737,6 +752,10 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                         if first[r, i, a, ev] == np.inf:
                             first[r, i, a, ev] = now
                         count[r, i, a, ev] += 1
+                        if J > 0 and rec_ev[ev]:
+                            if n_rec < J:
+                                ev_rec[r, i, a, n_rec] = now
+                            n_rec += 1
                         if can_trig and b == a and ev == trig_ev[a]:
                             cand = max(int(np.ceil((now + trig_delay[a]) / dt - 1e-9)), t + 1)
                             if cand < sw:
@@ -779,4 +798,4 @@ def _simulate_kernel(rate, hr_all, tf, age, female, bg_hazard, has_bg, out_ptr, 
                     for t in range(n_steps + 1):
                         run += absorbed[item, a, t, s]
                         occ[r, a, t, s] += occ_part[item, a, t, s] + run
-    return first, death, occ, tis, count, true, added, overflow.sum()
+    return first, death, occ, tis, count, true, added, overflow.sum(), ev_rec

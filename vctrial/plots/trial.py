@@ -227,15 +227,17 @@ def km_figure(ds: xr.Dataset) -> Figure:
             ax.step(months, mid, where="post", color=color, label=f"{arm} (median)")
             ax.fill_between(months, lo, hi, step="post", color=color, alpha=0.2, label=f"{arm} 5–95%")
         ax.set_xlabel("Months since randomization")
-        ax.set_ylim(max(0.0, float(np.nanmin(km.values)) - 0.05), 1.01)
+        seen = km.values[np.isfinite(km.values)]  # empty when no replicate randomized anybody
+        ax.set_ylim(max(0.0, float(seen.min()) - 0.05) if seen.size else 0.0, 1.01)
         ax.grid(alpha=0.3)
         if label:
             ax.set_title(label, fontsize=9)
         last = months[np.isfinite(km.transpose(..., "month").values).reshape(-1, months.size).any(axis=0)]
-        if last.size:
+        if last.size and last[-1] > 0:  # a follow-up that ends at 0 months has no range to show
             ax.set_xlim(0, last[-1])
     axes[0].set_ylabel("Endpoint-free probability")
-    axes[0].legend(fontsize=8, loc="lower left")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8, loc="lower left")
     n = ds.sizes["replicate"]
     what = f"Kaplan–Meier by arm over {n} simulated trials (median and 5–95% band)"
     fig.suptitle(_title(ds, what, note), fontsize=10)
@@ -268,8 +270,9 @@ def _draw_estimate(ax, p: xr.Dataset, label: str) -> None:
         edges = bins
     ax.hist(est[ok], bins=edges, color=COLORS[0], alpha=0.75, label="estimate, each trial")
     good = np.isfinite(truth) & ((truth > 0) if ratio else True)
-    centre = float(np.exp(np.mean(np.log(truth[good])))) if ratio else float(np.mean(truth[good]))
-    ax.axvline(centre, color="black", lw=2, label=f"true effect {centre:.3g}")
+    if good.any():  # no true effect where no replicate had patients in both arms
+        centre = float(np.exp(np.mean(np.log(truth[good])))) if ratio else float(np.mean(truth[good]))
+        ax.axvline(centre, color="black", lw=2, label=f"true effect {centre:.3g}")
     ax.axvline(1.0 if ratio else 0.0, color="grey", ls="--", lw=1, label="no effect")
     if ratio:  # evenly spaced ratio ticks on the log axis (log ticks would label only 1 in this range)
         from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter

@@ -13,9 +13,7 @@ from vctrial.disease import infection as inf
 from vctrial.disease.lifetable import hazard_per_month
 from vctrial.population import contacts
 from vctrial.population.people import People
-from vctrial.spec.population import INFECTION_STATES, PopulationScenario
-
-DAYS_PER_YEAR = 365.25
+from vctrial.spec.population import DAYS_PER_YEAR, INFECTION_STATES, PopulationScenario
 STREAMS = ("infection:household", "infection:community_target", "infection:community_count",
            "infection:community_transmission", "infection:age_mixing", "infection:duration",
            "infection:fatality", "infection:waning")

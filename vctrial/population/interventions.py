@@ -33,7 +33,10 @@ def _criteria(texts: list[str], people, levels) -> np.ndarray:
 class Delivery:
     """One intervention of one scenario, bound to an engine; clinics call :meth:`deliver`."""
 
-    def __init__(self, iv, world, engine, seed: int, replicate: int, n_steps: int):
+    def __init__(self, iv, world, engine, seed: int, replicate: int, n_steps: int,
+                 hazard_ratios: dict[str, float] | None = None):
+        """``hazard_ratios``: a treatment's hazard ratio per transition as its scenario delivers it (default:
+        as the intervention is declared)."""
         self.iv = iv
         self.engine = engine
         people = engine.people
@@ -72,7 +75,8 @@ class Delivery:
             self.factor = _hazard_factor(world, {e.transition: e.hazard_ratio for e in det.effects}, det.risk_factor)
             self.cost_per_year = det.cost_per_year
         elif isinstance(iv, Treatment):
-            self.factor = _hazard_factor(world, world.hazard_ratios[iv.name], None)
+            ratios = world.hazard_ratios[iv.name] if hazard_ratios is None else hazard_ratios
+            self.factor = _hazard_factor(world, ratios, None)
             self.cost_per_year = iv.cost_per_year
         elif isinstance(iv, RiskFactor):
             self.factor = _hazard_factor(world, {}, iv)

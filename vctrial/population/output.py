@@ -3,17 +3,18 @@ intervals (events and deaths averted, QALYs and life-years gained, incremental c
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+import yaml
 from scipy import stats
 
 import vctrial
 from vctrial.population.epidemic import DAYS_PER_YEAR
 from vctrial.population.run import grid, simulate_chunk, step_days
+from vctrial.results import content_hash, spec_text
 from vctrial.spec.population import INFECTION_STATES, PopulationScenario
 
 CELLS = ("age_group", "region")
@@ -51,11 +52,24 @@ def run_population(world: PopulationScenario, replicates: int, seed: int, option
 
 
 def spec_hash(world: PopulationScenario) -> str:
-    """Hash of the population file and every file it references."""
-    h = hashlib.sha256(world.path.read_bytes())
-    for p in world.referenced:
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    """Hash of everything in the specs that determines results, as held in memory (no file is read): the
+    resolved population spec, its scenarios' interventions with their changes applied, the cohort and
+    disease, the hazard ratios borrowed from trial protocols, and a calibration's disease draws if any."""
+    return content_hash(world.spec, world.scenario_interventions, world.cohort, world.disease, world.hazard_ratios,
+                        getattr(world, "disease_draws", None))
+
+
+def referenced_texts(world: PopulationScenario) -> str:
+    """The resolved cohort and disease specs (YAML) and the borrowed hazard ratios, from memory."""
+    parts = []
+    for what, spec in (("cohort", world.cohort), ("disease", world.disease)):
+        if spec is not None:
+            source = getattr(spec, "path", None)
+            parts.append(f"# --- {what}{f' ({source})' if source is not None else ''}\n{spec_text(spec)}")
+    if world.hazard_ratios:
+        borrowed = yaml.safe_dump({k: dict(v) for k, v in world.hazard_ratios.items()}, sort_keys=False)
+        parts.append(f"# --- hazard ratios borrowed from trial protocols (effect_from)\n{borrowed}")
+    return "\n".join(parts)
 
 
 def build_population_dataset(world: PopulationScenario, seed: int, arrays: dict[str, np.ndarray],
@@ -103,10 +117,10 @@ def build_population_dataset(world: PopulationScenario, seed: int, arrays: dict[
         "kind": "population",
         "model": world.kind,
         "population_name": spec.name,
-        "population_file": str(world.path),
-        "population_text": world.text,
+        "population_file": "" if world.path is None else str(world.path),
+        "population_text": spec_text(world.spec),
         "referenced_files": "\n".join(str(p) for p in world.referenced),
-        "referenced_texts": "\n\n".join(f"# --- {p}\n{p.read_text(encoding='utf-8')}" for p in world.referenced),
+        "referenced_texts": referenced_texts(world),
         "spec_hash": spec_hash(world),
         "seed": int(seed),
         "vctrial_version": vctrial.__version__,

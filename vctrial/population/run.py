@@ -9,12 +9,9 @@ expects.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from vctrial import rng
-from vctrial.errors import SpecError
 from vctrial.population.agents import PopulationModel
 from vctrial.population.chronic import ChronicEngine
 from vctrial.population.epidemic import DAYS_PER_YEAR, EpidemicEngine, Structure
@@ -25,28 +22,13 @@ from vctrial.spec.population import PopulationScenario
 
 def step_days(world: PopulationScenario) -> float:
     """Length of one kernel step in days."""
-    if world.kind == "chronic":
-        return world.disease.time_step_months * DAYS_PER_YEAR / 12.0
-    return 1.0
+    return world.step_days
 
 
 def grid(world: PopulationScenario) -> tuple[int, int, int]:
-    """(kernel steps, steps per calendar period, steps per output interval), checked. A period longer than
-    the horizon is the whole horizon (and stays a small integer however large the number written)."""
-    spec = world.spec
-    sd = step_days(world)
-    total = int(math.ceil(spec.horizon_years * DAYS_PER_YEAR / sd - 1e-9))
-    out = spec.outputs
-    chronic = world.kind == "chronic"
-    interval = out.interval_days or (DAYS_PER_YEAR if chronic else 7.0)
-    calendar = out.calendar_days or (sd if chronic else 7.0)
-    steps = []
-    for key, days in (("outputs.calendar_days", calendar), ("outputs.interval_days", interval)):
-        m = days / sd
-        if abs(m - round(m)) > 1e-6 or round(m) < 1:
-            raise SpecError(str(world.path), key, f"must be a whole number of model steps of {sd:.6g} days, got {days:g}")
-        steps.append(min(int(round(m)), max(total, 1)))
-    return total, steps[0], steps[1]
+    """(kernel steps, steps per calendar period, steps per output interval), checked when the file is loaded
+    (see :meth:`PopulationScenario.grid`)."""
+    return world.grid()
 
 
 def simulate_chunk(world: PopulationScenario, seed: int, replicates: np.ndarray) -> dict[str, np.ndarray]:
@@ -69,7 +51,8 @@ def simulate_replicate(world: PopulationScenario, seed: int, replicate: int,
             engine = ChronicEngine(world, people, seed, replicate, disease)
         else:
             engine = EpidemicEngine(world, people, structure, seed, replicate)
-        deliveries = [Delivery(iv, world, engine, seed, replicate, total) for iv in ivs]
+        deliveries = [Delivery(iv, world, engine, seed, replicate, total, world.scenario_hazard_ratios[a].get(iv.name))
+                      for iv in ivs]
         mesa_seed = int(rng.stream_id(f"mesa:{seed}:{replicate}:{a}") % (2**32))
         model = PopulationModel(engine, deliveries, calendar, step_days(world), seed=mesa_seed)
         model.run()

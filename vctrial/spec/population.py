@@ -24,6 +24,19 @@ from vctrial.spec.protocol import HazardEffect
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 INFECTION_STATES = ("susceptible", "exposed", "infectious", "recovered", "dead")
+DAYS_PER_YEAR = 365.25
+
+MAX_STEPS = 40_000
+"""Most kernel steps of a population run (horizon / model step): chronic models step by the disease's
+time_step_months, infection models by the day (100 years are 36,525 days)."""
+
+BYTES_PER_PERSON = {"chronic": 400, "infection": 150}
+"""Memory one simulated person takes at least, measured here (chronic: about 520 bytes, infection: 200 with
+households): a replicate whose people need more than the machine's memory is refused when the file is loaded."""
+
+MAX_PERSON_STEPS = 10**12
+"""Most person-steps (population size x kernel steps) of one scenario of one replicate, about half an
+hour of one core at the kernels' speed here: a larger run does not finish in a working day."""
 
 
 def _fail(loc: tuple[Any, ...], message: str) -> None:
@@ -53,7 +66,9 @@ class Region(StrictModel):
 class Population(StrictModel):
     """Who lives there: size, age–sex structure, covariates, regions."""
 
-    size: int = Field(ge=10, le=100_000_000, description="people simulated per replicate",
+    size: int = Field(ge=10, le=100_000_000, description="people simulated per replicate (at most 100,000,000, "
+                      "within the machine's memory: one replicate takes at least 400 bytes a person with a chronic "
+                      "model, 150 with an infection model; and at most 1e12 person-steps over the horizon)",
                       json_schema_extra={"unit": "people"})
     age_sex: Literal["pyramid", "cohort"] = Field(
         "pyramid", description="pyramid: ages and sexes from the shipped population pyramid; cohort: from the cohort file")
@@ -385,7 +400,8 @@ class PopulationSpec(StrictModel):
     description: str = Field("", description="free text")
     sources: list[str] = Field([], description="references the inputs come from")
     population: Population = Field(description="who lives there")
-    horizon_years: float = Field(gt=0.0, le=100.0, description="simulated time from the start")
+    horizon_years: float = Field(gt=0.0, le=100.0, description="simulated time from the start (at most 100 years, "
+                                 "and 40,000 model steps)")
     demography: Demography = Field(Demography(), description="ageing, background mortality, births")
     disease: str | None = Field(None, description="chronic multi-state disease file (relative to this file)")
     infection: Infection | None = Field(None, description="inline infection model (instead of disease)")
@@ -432,12 +448,13 @@ class PopulationScenario:
     """A loaded population file with its cohort, disease and borrowed trial effects resolved.
 
     ``scenario_interventions[a]`` is the list of (validated, changed) interventions of scenario a;
-    ``hazard_ratios[name]`` maps each treatment's transitions to its hazard ratio.
+    ``hazard_ratios[name]`` maps each treatment's transitions to its hazard ratio as declared, and
+    ``scenario_hazard_ratios[a][name]`` as scenario a delivers it (its ``changes`` applied).
     """
 
     def __init__(self, path: Path, spec: PopulationSpec, text: str, cohort, disease: DiseaseSpec | None,
                  scenario_interventions: list[list[Any]], hazard_ratios: dict[str, dict[str, float]],
-                 referenced: list[Path]):
+                 referenced: list[Path], scenario_hazard_ratios: list[dict[str, dict[str, float]]] | None = None):
         self.path = path
         self.spec = spec
         self.text = text
@@ -445,6 +462,7 @@ class PopulationScenario:
         self.disease = disease
         self.scenario_interventions = scenario_interventions
         self.hazard_ratios = hazard_ratios
+        self.scenario_hazard_ratios = scenario_hazard_ratios or [dict(hazard_ratios) for _ in spec.scenarios]
         self.referenced = referenced
         self.disease_draws: list[DiseaseSpec] | None = None  # a calibration's parameter draws, one per replicate
 
@@ -456,6 +474,48 @@ class PopulationScenario:
     @property
     def scenario_names(self) -> list[str]:
         return [s.name for s in self.spec.scenarios]
+
+    @property
+    def step_days(self) -> float:
+        """Length of one kernel step in days: the disease's time step (chronic), a day (infection)."""
+        if self.kind == "chronic":
+            return self.disease.time_step_months * DAYS_PER_YEAR / 12.0
+        return 1.0
+
+    def grid(self) -> tuple[int, int, int]:
+        """(kernel steps, steps per calendar period, steps per output interval), checked: periods are whole
+        model steps, and the run is a bounded number of steps. A period longer than the horizon is the whole
+        horizon (and stays a small integer however large the number written)."""
+        spec, file = self.spec, str(self.path)
+        sd = self.step_days
+        exact = spec.horizon_years * DAYS_PER_YEAR / sd
+        if exact > MAX_STEPS:
+            where = f" (the disease's time_step_months is {self.disease.time_step_months:g})" if self.disease else ""
+            raise SpecError(file, "horizon_years", f"{spec.horizon_years:g} years are {exact:,.0f} model steps{where}; "
+                            f"at most {MAX_STEPS:,}")
+        total = int(math.ceil(exact - 1e-9))
+        from vctrial.execute import memory_bytes
+
+        need, have = spec.population.size * BYTES_PER_PERSON[self.kind], memory_bytes()
+        if need > have:
+            raise SpecError(file, "population.size", f"{spec.population.size:,} people need at least "
+                            f"{need / 2**30:,.1f} GiB for one replicate, more than the {have / 2**30:,.1f} GiB of memory "
+                            "here")
+        if spec.population.size * total > MAX_PERSON_STEPS:
+            raise SpecError(file, "population.size", f"{spec.population.size:,} people over {total:,} model steps are "
+                            f"{spec.population.size * total:.3g} person-steps per scenario; at most "
+                            f"{MAX_PERSON_STEPS:.0e} (fewer people, a shorter horizon or a longer model step)")
+        out = spec.outputs
+        chronic = self.kind == "chronic"
+        interval = out.interval_days or (DAYS_PER_YEAR if chronic else 7.0)
+        calendar = out.calendar_days or (sd if chronic else 7.0)
+        steps = []
+        for key, days in (("outputs.calendar_days", calendar), ("outputs.interval_days", interval)):
+            m = days / sd
+            if abs(m - round(m)) > 1e-6 or round(m) < 1:
+                raise SpecError(file, key, f"must be a whole number of model steps of {sd:.6g} days, got {days:g}")
+            steps.append(min(int(round(m)), max(total, 1)))
+        return total, steps[0], steps[1]
 
 
 def load_population(path: str | Path) -> PopulationScenario:
@@ -492,10 +552,22 @@ def load_population(path: str | Path) -> PopulationScenario:
     hazard_ratios: dict[str, dict[str, float]] = {}
     for i, iv in enumerate(spec.interventions):
         if isinstance(iv, Treatment):
-            hazard_ratios[iv.name] = _treatment_effects(path, i, iv, referenced)
-    _cross_check(path, spec, cohort, disease, hazard_ratios, scenario_interventions)
-    return PopulationScenario(path, spec, path.read_text(encoding="utf-8"), cohort, disease,
-                              scenario_interventions, hazard_ratios, referenced)
+            hazard_ratios[iv.name] = _treatment_effects(path, f"interventions[{i}]", iv, referenced)
+    scenario_ratios: list[dict[str, dict[str, float]]] = []
+    for a, ivs in enumerate(scenario_interventions):
+        ratios = {}
+        for iv in ivs:
+            if isinstance(iv, Treatment):  # a changed treatment takes its own effects or effect_from
+                declared = next(x for x in spec.interventions if x.name == iv.name)
+                same = (iv.effects, iv.effect_from) == (declared.effects, declared.effect_from)
+                ratios[iv.name] = hazard_ratios[iv.name] if same else _treatment_effects(
+                    path, f"scenarios[{a}].changes.{iv.name}", iv, referenced)
+        scenario_ratios.append(ratios)
+    _cross_check(path, spec, cohort, disease, hazard_ratios, scenario_interventions, scenario_ratios)
+    world = PopulationScenario(path, spec, path.read_text(encoding="utf-8"), cohort, disease,
+                               scenario_interventions, hazard_ratios, list(dict.fromkeys(referenced)), scenario_ratios)
+    world.grid()  # the output grid and the run's size, as vctrial run checks them
+    return world
 
 
 def _resolve(path: Path, key: str, ref: str) -> Path:
@@ -515,6 +587,9 @@ def _scenario_interventions(file: str, spec: PopulationSpec, i: int, scenario: S
         if not field or name not in scenario.interventions:
             raise SpecError(file, where, "must read 'intervention.field' for an intervention of this scenario "
                                          f"({', '.join(scenario.interventions) or 'none'})")
+        if field in ("name", "type"):  # the name keys the intervention's draws and results
+            raise SpecError(file, where, f"an intervention's {field} cannot be changed by a scenario; declare "
+                            "another intervention under interventions and name it in this scenario instead")
         changed.setdefault(name, {})[field] = value
     out = []
     for name in scenario.interventions:
@@ -539,14 +614,15 @@ def _scenario_interventions(file: str, spec: PopulationSpec, i: int, scenario: S
     return out
 
 
-def _treatment_effects(path: Path, i: int, iv: Treatment, referenced: list[Path]) -> dict[str, float]:
-    """Hazard ratio per transition: inline, or the hazard effects of a trial protocol's arm."""
+def _treatment_effects(path: Path, base: str, iv: Treatment, referenced: list[Path]) -> dict[str, float]:
+    """Hazard ratio per transition: inline, or the hazard effects of a trial protocol's arm (errors name
+    ``base.effect_from``: the intervention, or a scenario's change of it)."""
     if iv.effect_from is None:
         return _merge(iv.effects)
     from vctrial.spec.protocol import load_protocol
 
     ref, _, arm_name = iv.effect_from.partition("#")
-    where = f"interventions[{i}].effect_from"
+    where = f"{base}.effect_from"
     target = _resolve(path, where, ref)
     protocol = load_protocol(target)
     referenced.append(target)
@@ -568,7 +644,8 @@ def _merge(effects: list[HazardEffect]) -> dict[str, float]:
 
 
 def _cross_check(path: Path, spec: PopulationSpec, cohort, disease: DiseaseSpec | None,
-                 hazard_ratios: dict[str, dict[str, float]], scenario_interventions: list[list[Any]]) -> None:
+                 hazard_ratios: dict[str, dict[str, float]], scenario_interventions: list[list[Any]],
+                 scenario_ratios: list[dict[str, dict[str, float]]]) -> None:
     """Names used by the population file must exist in its disease and cohort."""
     file = str(path)
     pop = spec.population
@@ -618,11 +695,13 @@ def _cross_check(path: Path, spec: PopulationSpec, cohort, disease: DiseaseSpec 
             if not expr.is_condition:
                 raise SpecError(file, f"{where}[{j}]", "must be a condition")
 
-    checks = [(f"interventions[{i}]", iv) for i, iv in enumerate(spec.interventions)]
+    checks = [(f"interventions[{i}]", iv, hazard_ratios) for i, iv in enumerate(spec.interventions)]
     for a, (scenario, ivs) in enumerate(zip(spec.scenarios, scenario_interventions)):
-        checks += [(f"scenarios[{a}].changes.{iv.name}", iv) for iv in ivs if iv.name in
+        checks += [(f"scenarios[{a}].changes.{iv.name}", iv, scenario_ratios[a]) for iv in ivs if iv.name in
                    {k.partition(".")[0] for k in scenario.changes}]
-    for base, iv in checks:
+    for base, iv, ratios in checks:
+        if iv.start_year >= spec.horizon_years:
+            raise SpecError(file, f"{base}.start_year", f"must be before the horizon ({spec.horizon_years:g} years)")
         el = iv.eligibility
         if el.regions is not None:
             _names_in(file, f"{base}.eligibility.regions", el.regions, regions, "region")
@@ -642,7 +721,7 @@ def _cross_check(path: Path, spec: PopulationSpec, cohort, disease: DiseaseSpec 
                 _risk_covariate(file, f"{base}.on_detection.risk_factor.covariate", det.risk_factor.covariate, disease)
         if isinstance(iv, Treatment):
             if iv.effect_from:
-                for name in hazard_ratios[iv.name]:
+                for name in ratios[iv.name]:
                     _name_in(file, f"{base}.effect_from", name, transitions, "transition")
             else:
                 _names_in(file, f"{base}.effects", [e.transition for e in iv.effects], transitions, "transition")

@@ -196,7 +196,7 @@ def _effect_kind(value) -> str:
     """An effect naming a biomarker is a BiomarkerEffect, any other a HazardEffect (errors then name its keys)."""
     if isinstance(value, dict):
         return "BiomarkerEffect" if "biomarker" in value else "HazardEffect"
-    return type(value).__name__
+    return "BiomarkerEffect" if isinstance(value, BiomarkerEffect) else "HazardEffect"
 
 
 Effect = Annotated[Union[Annotated[TrialHazardEffect, pydantic.Tag("HazardEffect")],
@@ -273,6 +273,14 @@ class SiteGroup(StrictModel):
         return window
 
 
+MAX_CALENDAR_STEPS = 20_000
+"""Most steps of the sites' enrollment calendar (max_duration_months / calendar_step_months): every open
+site draws its screenings at each step, so a tiny step would make the run never end."""
+
+MAX_SITES = 10_000
+"""Most trial sites of a protocol, all groups together (each is a Mesa agent stepped on the calendar)."""
+
+
 class Enrollment(StrictModel):
     """Uniform accrual over ``duration_months``, or recruitment by ``sites`` on a calendar.
 
@@ -281,11 +289,13 @@ class Enrollment(StrictModel):
     eligibility are randomized; the trial calendar advances in ``calendar_step_months`` steps.
     """
 
-    duration_months: float | None = Field(None, gt=0.0, description="uniform accrual over this period "
-                                          "(instead of sites)")
+    duration_months: float | None = Field(None, gt=0.0, le=1200.0, description="uniform accrual over this period "
+                                          "(instead of sites; at most 1200 months)")
     sites: list[SiteGroup] = Field([], description="site groups (instead of duration_months)")
-    calendar_step_months: float = Field(0.25, gt=0.0, le=3.0, description="step of the sites' calendar")
-    max_duration_months: float = Field(120.0, gt=0.0, description="with sites: enrollment closes by this date")
+    calendar_step_months: float = Field(0.25, gt=0.0, le=3.0, description="step of the sites' calendar; "
+                                        f"max_duration_months is at most {MAX_CALENDAR_STEPS:,} steps")
+    max_duration_months: float = Field(120.0, gt=0.0, le=1200.0, description="with sites: enrollment closes by this "
+                                       "date (at most 1200 months)")
 
     @pydantic.model_validator(mode="after")
     def _one_mode(self) -> Enrollment:
@@ -301,7 +311,8 @@ class FixedFollowUp(StrictModel):
     """Every patient is followed for the same time from randomization."""
 
     type: Literal["fixed"] = Field(description="selects fixed follow-up")
-    duration_months: float = Field(gt=0.0, description="follow-up of every patient from their randomization")
+    duration_months: float = Field(gt=0.0, le=1200.0, description="follow-up of every patient from their "
+                                   "randomization (at most 1200 months, 100 years)")
 
 
 class EventDrivenFollowUp(StrictModel):
@@ -310,7 +321,8 @@ class EventDrivenFollowUp(StrictModel):
     type: Literal["event_driven"] = Field(description="selects event-driven follow-up")
     target_events: int = Field(ge=2, description="endpoint events, both arms together, that trigger the analysis",
                                json_schema_extra={"unit": "events"})
-    max_duration_months: float = Field(gt=0.0, description="analysis by this date (months from the start of enrollment) at the latest")
+    max_duration_months: float = Field(gt=0.0, le=1200.0, description="analysis by this date (months from the start "
+                                       "of enrollment) at the latest (at most 1200 months, 100 years)")
 
 
 FollowUp = Annotated[Union[FixedFollowUp, EventDrivenFollowUp], Field(discriminator="type")]
@@ -391,23 +403,105 @@ class BiomarkerChangeEndpoint(StrictModel):
     visit_month: float = Field(gt=0.0, description="visit of the primary measurement, months after randomization")
 
 
-Endpoint = Annotated[Union[TimeToEventEndpoint, BiomarkerChangeEndpoint], Field(discriminator="type")]
+class BinaryEndpoint(StrictModel):
+    """A yes/no outcome per patient: an event by a time, or a response at a visit.
+
+    Event by a time (``events`` and ``by_month``): 1 if any of the events happens by ``by_month``
+    after randomization, 0 if the patient is followed to ``by_month`` without it; a patient lost
+    (dropout, or death that is not one of the events) before ``by_month`` without the event is
+    left out (complete-case analysis). Response at a visit (``biomarker``, ``visit_month`` and
+    ``below`` or ``above``): 1 if the biomarker measured at the visit is below (above) the
+    threshold; a patient who dies or drops out before the visit is left out.
+    """
+
+    type: Literal["binary"] = Field(description="selects a binary endpoint")
+    label: str = Field("", description="name shown in outputs (default: the type)")
+    events: list[str] = Field([], description="event by a time: disease events (transition names, or the "
+                              "background death event); any of them counts")
+    by_month: float | None = Field(None, gt=0.0, description="event by a time: the event counts if it happens "
+                                   "by this many months after randomization")
+    biomarker: str | None = Field(None, description="response at a visit: name of the disease model's biomarker")
+    visit_month: float | None = Field(None, gt=0.0, description="response at a visit: months after randomization")
+    below: float | None = Field(None, description="response at a visit: a responder's measured value is below "
+                                "this (give below or above)", json_schema_extra={"unit": "the biomarker's unit"})
+    above: float | None = Field(None, description="response at a visit: a responder's measured value is above "
+                                "this (give below or above)", json_schema_extra={"unit": "the biomarker's unit"})
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> BinaryEndpoint:
+        by_event = bool(self.events) or self.by_month is not None
+        by_visit = any(x is not None for x in (self.biomarker, self.visit_month, self.below, self.above))
+        if by_event == by_visit:
+            raise ValueError("give either events and by_month (event by a time) or biomarker, visit_month and "
+                             "below or above (response at a visit)")
+        if by_event and (not self.events or self.by_month is None):
+            raise ValueError("an event by a time needs both events and by_month")
+        if by_visit:
+            if self.biomarker is None or self.visit_month is None:
+                raise ValueError("a response at a visit needs biomarker and visit_month")
+            if (self.below is None) == (self.above is None):
+                raise ValueError("a response at a visit needs a threshold: give below or above (one of them)")
+        return self
+
+    @property
+    def month(self) -> float:
+        """The time at which the outcome is known: by_month or visit_month."""
+        return self.by_month if self.by_month is not None else self.visit_month
 
 
-TTE_METHODS = ("logrank", "fleming_harrington", "maxcombo", "rmst")
+class CountEndpoint(StrictModel):
+    """The number of occurrences of recurrent events per patient over their follow-up (e.g. total
+    heart-failure hospitalizations, first and repeat), compared between arms as a rate ratio."""
+
+    type: Literal["count"] = Field(description="selects a count (recurrent-events) endpoint")
+    label: str = Field("", description="name shown in outputs (default: the type)")
+    events: list[str] = Field(min_length=1, description="disease events (transition names) counted at every "
+                              "occurrence; at least one must be able to recur (lead to a non-absorbing state)")
+    max_per_patient: int = Field(24, ge=1, le=1000, description="most events kept per patient (their times are "
+                                 "needed for lwyy); a run in which a patient has more stops with an error",
+                                 json_schema_extra={"unit": "events"})
+
+
+Endpoint = Annotated[Union[TimeToEventEndpoint, BiomarkerChangeEndpoint, BinaryEndpoint, CountEndpoint],
+                     Field(discriminator="type")]
+
+
+TTE_METHODS = ("logrank", "fleming_harrington", "maxcombo", "rmst", "cox")
+MARGIN_METHODS = ("logrank", "cox", "rmst", "ancova")  # analyses with a margin test (non-inferiority, equivalence)
+MARGIN_RATIO_METHODS = ("logrank", "cox")  # of those, the ones whose estimate is a ratio (the hazard ratio)
+METHODS = {"time_to_event": TTE_METHODS, "biomarker_change": ("ancova",),
+           "binary": ("chi_square", "cmh", "logistic"), "count": ("negative_binomial", "lwyy")}
 
 
 class Analysis(StrictModel):
     """The primary analysis.
 
-    logrank: log-rank test, Cox hazard ratio; fleming_harrington: weighted log-rank G(rho, gamma),
-    Cox hazard ratio; maxcombo: the most extreme of several G(rho, gamma), Cox hazard ratio; rmst:
-    difference of restricted mean survival time up to tau_months; ancova: change ~ arm + baseline.
+    Time-to-event: logrank: log-rank test, Cox hazard ratio; fleming_harrington: weighted log-rank
+    G(rho, gamma), Cox hazard ratio; maxcombo: the most extreme of several G(rho, gamma), Cox hazard
+    ratio; rmst: difference of restricted mean survival time up to tau_months; cox: Wald test of the
+    arm's coefficient in a Cox model with the ``covariates`` (stratified with ``stratified``).
+    Biomarker change: ancova: change ~ arm + baseline. Binary: chi_square: Pearson chi-square test,
+    crude ``measure``; cmh: Cochran-Mantel-Haenszel test over the randomization strata, Mantel-Haenszel
+    ``measure``; logistic: Wald test of the arm in a logistic regression on the ``covariates`` (and
+    the strata with ``stratified``), odds ratio. Count: negative_binomial: NB2 regression with log
+    follow-up offset; lwyy: Lin-Wei-Yang-Ying proportional rates with a robust variance; both give
+    the rate ratio.
     """
 
-    method: Literal["logrank", "fleming_harrington", "maxcombo", "rmst", "ancova"] = Field(
-        description="the test and estimate (see above); time-to-event endpoints take the first four, biomarker "
-        "endpoints ancova")
+    method: Literal["logrank", "fleming_harrington", "maxcombo", "rmst", "cox", "ancova", "chi_square", "cmh",
+                    "logistic", "negative_binomial", "lwyy"] = Field(
+        description="the test and estimate (see above); time-to-event endpoints take logrank, fleming_harrington, "
+        "maxcombo, rmst or cox; biomarker_change ancova; binary chi_square, cmh or logistic; count "
+        "negative_binomial or lwyy")
+    stratified: bool = Field(False, description="analyse within the randomization strata (randomization.strata): "
+                             "stratified log-rank and stratified Cox (logrank, fleming_harrington, cox), "
+                             "strata indicators (logistic); cmh always uses them")
+    covariates: list[str] = Field([], description="cohort covariates to adjust for (cox, logistic): numeric or "
+                                  "binary names, a categorical's name (its possible levels but the first) or "
+                                  "name[level] for one level's indicator")
+    measure: Literal["risk_difference", "risk_ratio", "odds_ratio"] | None = Field(
+        None, description="binary endpoints: the effect estimated, active vs control (default risk_difference; "
+        "logistic estimates the odds_ratio only)")
     rho: float = Field(0.0, ge=0.0, description="fleming_harrington: weight S(t-)^rho (1 - S(t-))^gamma")
     gamma: float = Field(0.0, ge=0.0, description="fleming_harrington: see rho")
     combos: list[tuple[float, float]] = Field(
@@ -420,6 +514,47 @@ class Analysis(StrictModel):
     confidence_level: float = Field(0.95, gt=0.5, lt=1.0, description="level of the confidence interval of the estimate")
     benefit: Literal["lower", "higher"] = Field(
         "lower", description="direction of benefit of the estimate (time-to-event: lower hazard)")
+    hypothesis: Literal["superiority", "noninferiority", "equivalence"] = Field(
+        "superiority", description="superiority: reject no effect in the favourable direction (a two-sided test "
+        "counts only favourable rejections as power and reports harm apart); noninferiority: reject that the "
+        "effect is as bad as the margin or worse (shifted test; the confidence interval at 1 - 2 x the level of "
+        "one side excludes the margin); equivalence: two one-sided tests (TOST), one at each margin. The level of "
+        "one side is alpha (sided: one) or alpha/2 (sided: two). Methods logrank and cox (margin on the hazard "
+        "ratio, Cox Wald test), rmst and ancova (margin on the difference)")
+    margin: float | tuple[float, float] | None = Field(
+        None, description="noninferiority: the worst acceptable effect, on the estimate's scale (a hazard ratio "
+        "> 1, e.g. 1.3; a difference > 0 when benefit is lower, < 0 when higher, and < 0 for an RMST difference); "
+        "equivalence: [lower, upper] around no effect, or one number m for [1/m, m] (ratio) or [-m, m] "
+        "(difference)", json_schema_extra={"unit": "the estimate's unit"})
+
+    @pydantic.field_validator("margin", mode="before")
+    @classmethod
+    def _margin_pair(cls, value):
+        return _interval_pair(value) if isinstance(value, (list, tuple)) else value
+
+    @property
+    def ratio_scale(self) -> bool:
+        """The estimate is a ratio (hazard ratio of logrank and cox): margins and estimates on the log scale."""
+        return self.method in MARGIN_RATIO_METHODS
+
+    @property
+    def estimate_benefit(self) -> str:
+        """Direction of benefit of the estimate itself: ``benefit``, except an RMST difference (higher is better
+        while the hazard's benefit is lower)."""
+        return "higher" if self.method == "rmst" else self.benefit
+
+    def benefit_margins(self) -> tuple[float, float]:
+        """(low, high) margins on the benefit scale θ (log for a ratio, positive favouring the active arm);
+        non-inferiority uses low (< 0), equivalence both. Call only with hypothesis not superiority."""
+        from vctrial.trial.estimation import to_benefit
+
+        m = self.margin
+        if self.hypothesis == "noninferiority":
+            low = float(to_benefit(m, self.ratio_scale, self.estimate_benefit))
+            return (low, math.inf)
+        pair = tuple(m) if isinstance(m, tuple) else ((1.0 / m, m) if self.ratio_scale else (-m, m))
+        a, b = (float(to_benefit(x, self.ratio_scale, self.estimate_benefit)) for x in pair)
+        return (min(a, b), max(a, b))
 
 
 class EfficacyBound(StrictModel):
@@ -454,7 +589,8 @@ Futility = Annotated[Union[BetaSpendingFutility, ConditionalPowerFutility], Fiel
 class Looks(StrictModel):
     """Group-sequential analyses at information fractions (events, or patients with the visit)."""
 
-    information_fractions: list[float] = Field(min_length=2, description="increasing, the last 1.0 (the final analysis)")
+    information_fractions: list[float] = Field(min_length=2, max_length=100, description="increasing, the last 1.0 "
+                                               "(the final analysis); at most 100 looks")
     efficacy: EfficacyBound = Field(EfficacyBound(), description="efficacy bounds")
     futility: Futility | None = Field(None, description="non-binding futility bounds (null: none)")
 
@@ -474,7 +610,8 @@ class TrialProtocol(StrictModel):
     description: str = Field("", description="free text")
     cohort: str = Field(description="cohort file, relative to this protocol")
     disease: str = Field(description="disease model file, relative to this protocol")
-    sample_size: int = Field(ge=4, description="patients to randomize, all arms together",
+    sample_size: int = Field(ge=4, le=1_000_000, description="patients to randomize, all arms together (at most "
+                             "1,000,000: one replicate's patients are simulated together)",
                              json_schema_extra={"unit": "patients"})
     arms: list[Arm] = Field(min_length=2, max_length=2, description="control first, then active")
     randomization: Randomization = Field(Randomization(), description="how patients are allocated to arms")
@@ -486,7 +623,8 @@ class TrialProtocol(StrictModel):
     analysis: Analysis = Field(description="the primary analysis")
     looks: Looks | None = Field(None, description="interim analyses (group-sequential design)")
     sweep: dict[str, list[Any]] = Field(
-        {}, description="design parameters to vary, {dotted.key.path: [values]}; each becomes a result dimension")
+        {}, description="design parameters to vary, {dotted.key.path: [values]}; each becomes a result dimension. "
+        "Every point (at most 1,000) is loaded and checked with the file, as vctrial run loads it")
     parameter_correlations: list[ParameterCorrelation] = Field(
         [], description="correlations [name_a, name_b, rho] between the draws of named effect parameters (the "
         "effects' parameter key; each with a confidence interval), on the log hazard ratio or shift scale; "
@@ -501,9 +639,10 @@ class TrialProtocol(StrictModel):
             raise ValueError("arms[0].effects: the first arm is the control and takes no effects")
         tte = self.endpoint.type == "time_to_event"
         method = self.analysis.method
-        if tte != (method in TTE_METHODS):
-            want = ", ".join(TTE_METHODS) if tte else "ancova"
-            raise ValueError(f"analysis.method: a {self.endpoint.type} endpoint is analysed by {want}")
+        if method not in METHODS[self.endpoint.type]:
+            want = ", ".join(METHODS[self.endpoint.type])
+            raise ValueError(f"analysis.method: a {self.endpoint.type} endpoint is analysed by {want}, not {method}")
+        self._check_endpoint_options()
         if tte and self.analysis.benefit != "lower":
             raise ValueError("analysis.benefit: for a time-to-event endpoint benefit is a lower hazard ('lower')")
         if method == "rmst" and self.analysis.tau_months is None:
@@ -531,8 +670,11 @@ class TrialProtocol(StrictModel):
             if self.analysis.sided != "one":
                 raise ValueError("analysis.sided: group-sequential bounds are one-sided; use sided: one "
                                  "with alpha the one-sided level")
-            if method not in ("logrank", "ancova"):
-                raise ValueError(f"looks: interim analyses use the canonical joint distribution of log-rank or "
+            if self.endpoint.type in ("binary", "count"):
+                raise ValueError(f"looks: group-sequential designs are not available for a {self.endpoint.type} "
+                                 "endpoint; remove looks (fixed design)")
+            if method not in ("logrank", "cox", "ancova"):
+                raise ValueError(f"looks: interim analyses use the canonical joint distribution of log-rank, Cox or "
                                  f"ANCOVA statistics; analysis.method {method} is not supported with looks")
             if tte and self.follow_up.type != "event_driven":
                 raise ValueError("looks: time-to-event looks are at event counts; use follow_up type event_driven")
@@ -548,6 +690,80 @@ class TrialProtocol(StrictModel):
         for key, values in self.sweep.items():
             if not key or not values:
                 raise ValueError(f"sweep: {key!r} needs a non-empty list of values")
+        return self
+
+    def _check_endpoint_options(self) -> None:
+        """Stratification, covariates and the binary measure fit the endpoint and method."""
+        a, kind = self.analysis, self.endpoint.type
+        method = a.method
+        if (a.stratified or method == "cmh") and not self.randomization.strata:
+            key = "stratified" if a.stratified else "method"
+            raise ValueError(f"analysis.{key}: the analysis strata are the randomization strata; "
+                             "randomization.strata names none")
+        if a.stratified and method not in ("logrank", "fleming_harrington", "cox", "cmh", "logistic"):
+            raise ValueError(f"analysis.stratified: method {method} has no stratified form (time-to-event: logrank, "
+                             "fleming_harrington, cox; binary: cmh, logistic)")
+        if a.covariates and method not in ("cox", "logistic"):
+            raise ValueError(f"analysis.covariates: method {method} does not adjust for covariates (time-to-event: "
+                             "cox; binary: logistic)")
+        if len(set(a.covariates)) != len(a.covariates):
+            raise ValueError("analysis.covariates: a covariate is named twice")
+        if kind != "binary" and a.measure is not None:
+            raise ValueError(f"analysis.measure: only binary endpoints take a measure (this is a {kind} endpoint)")
+        if method == "logistic" and a.measure not in (None, "odds_ratio"):
+            raise ValueError(f"analysis.measure: logistic regression estimates the odds_ratio, not {a.measure}")
+        ep = self.endpoint
+        if kind == "binary" and ep.month > self.horizon_months:
+            key = "by_month" if ep.by_month is not None else "visit_month"
+            raise ValueError(f"endpoint.{key}: {ep.month:g} is after the end of follow-up "
+                             f"({self.horizon_months:g} months)")
+
+    @property
+    def measure(self) -> str | None:
+        """The binary endpoint's effect measure (None for other endpoints)."""
+        if self.endpoint.type != "binary":
+            return None
+        return self.analysis.measure or ("odds_ratio" if self.analysis.method == "logistic" else "risk_difference")
+
+    @pydantic.model_validator(mode="after")
+    def _margins(self) -> TrialProtocol:
+        """A margin goes with a non-inferiority or equivalence hypothesis, on the side of the null it must."""
+        a = self.analysis
+        if a.hypothesis == "superiority":
+            if a.margin is not None:
+                raise ValueError("analysis.margin: a margin needs hypothesis noninferiority or equivalence")
+            return self
+        if a.margin is None:
+            raise ValueError(f"analysis.margin: hypothesis {a.hypothesis} needs a margin")
+        if a.method not in MARGIN_METHODS:
+            raise ValueError(f"analysis.hypothesis: {a.hypothesis} is tested with methods {', '.join(MARGIN_METHODS)}"
+                             f", not {a.method}")
+        null, scale = (1.0, "hazard ratio") if a.ratio_scale else (0.0, "difference")
+        m = a.margin
+        if a.hypothesis == "noninferiority":
+            if isinstance(m, tuple):
+                raise ValueError("analysis.margin: non-inferiority takes one margin (the worst acceptable effect), "
+                                 f"got {list(m)}")
+            if a.ratio_scale and m <= 0.0:
+                raise ValueError(f"analysis.margin: a {scale} margin must be > 0, got {m:g}")
+            worse = m > null if a.estimate_benefit == "lower" else m < null
+            if not worse:
+                side = ">" if a.estimate_benefit == "lower" else "<"
+                raise ValueError(f"analysis.margin: with benefit {a.estimate_benefit} a non-inferiority {scale} margin is the "
+                                 f"worst acceptable effect, on the harmful side of {null:g}: must be {side} {null:g}, "
+                                 f"got {m:g}")
+        else:
+            if isinstance(m, tuple):
+                if not (m[0] < null < m[1]) or (a.ratio_scale and m[0] <= 0.0):
+                    low = "0 < " if a.ratio_scale else ""
+                    raise ValueError(f"analysis.margin: equivalence margins [lower, upper] must satisfy {low}lower < "
+                                     f"{null:g} < upper ({scale}), got {list(m)}")
+            elif not m > null:
+                form = "[1/m, m]" if a.ratio_scale else "[-m, m]"
+                raise ValueError(f"analysis.margin: one equivalence margin m gives {form} and must be > {null:g}, "
+                                 f"got {m:g}")
+            if self.looks is not None:
+                raise ValueError("analysis.hypothesis: equivalence is tested in fixed designs only; remove looks")
         return self
 
     @pydantic.model_validator(mode="after")
@@ -672,7 +888,38 @@ def load_protocol(path: str | Path, overrides: dict | None = None) -> Protocol:
     cohort = _resolve(path, "cohort", spec.cohort, load_cohort)
     disease = _resolve(path, "disease", spec.disease, load_disease)
     _cross_check(path, spec, cohort, disease)
-    return Protocol(path, spec, path.read_text(encoding="utf-8"), cohort, disease)
+    _check_sizes(path, spec, disease)
+    protocol = Protocol(path, spec, path.read_text(encoding="utf-8"), cohort, disease)
+    if spec.sweep and "sweep" not in (overrides or {}):
+        from vctrial.trial.design import sweep_axes, sweep_protocols
+
+        sweep_protocols(path, sweep_axes(path), overrides)  # every point, as vctrial run loads them
+    return protocol
+
+
+MAX_STEPS = 20_000
+"""Most disease-model steps one simulated patient may take (follow-up / time_step_months): the kernel's
+per-step arrays and the run time grow with it (daily steps over 50 years are 18,263)."""
+
+
+def _check_sizes(path: Path, spec: TrialProtocol, disease: DiseaseSpec) -> None:
+    """The follow-up is a bounded number of the disease model's steps, the sites' calendar of its own steps."""
+    enr = spec.enrollment
+    if enr.sites:
+        calendar = enr.max_duration_months / enr.calendar_step_months
+        if calendar > MAX_CALENDAR_STEPS:
+            raise SpecError(str(path), "enrollment.calendar_step_months", f"{enr.max_duration_months:g} months of "
+                            f"enrollment are {calendar:,.0f} calendar steps of {enr.calendar_step_months:g} months; at "
+                            f"most {MAX_CALENDAR_STEPS:,}")
+        sites = sum(g.count for g in enr.sites)
+        if sites > MAX_SITES:
+            raise SpecError(str(path), "enrollment.sites", f"{sites:,} sites in all; at most {MAX_SITES:,}")
+    steps = spec.horizon_months / disease.time_step_months
+    if steps > MAX_STEPS:
+        key = "follow_up.duration_months" if spec.follow_up.type == "fixed" else "follow_up.max_duration_months"
+        raise SpecError(str(path), key, f"{spec.horizon_months:g} months are {steps:,.0f} steps of the disease "
+                        f"model's {disease.time_step_months:g} months; at most {MAX_STEPS:,} (a shorter follow-up, "
+                        f"or a longer time_step_months in {spec.disease})")
 
 
 def _apply(data, overrides: dict, path: Path):
@@ -739,7 +986,9 @@ def _cross_check(path: Path, spec: TrialProtocol, cohort, disease: DiseaseSpec) 
                 raise SpecError(file, where + ".biomarker",
                                 f"unknown biomarker {e.biomarker!r} (disease has: {', '.join(sorted(biomarkers)) or 'none'})")
     ep = spec.endpoint
-    if ep.type == "time_to_event":
+    if ep.type in ("binary", "count"):
+        _check_new_endpoint(file, spec, cohort, disease)
+    elif ep.type == "time_to_event":
         for j, ev in enumerate(ep.events):
             if ev not in events:
                 raise SpecError(file, f"endpoint.events[{j}]", f"unknown event {ev!r} (disease has: {', '.join(events)})")
@@ -756,12 +1005,64 @@ def _cross_check(path: Path, spec: TrialProtocol, cohort, disease: DiseaseSpec) 
         raise SpecError(file, "conduct.crossover.after_event",
                         f"unknown event {co.after_event!r} (disease has: {', '.join(events)})")
     _check_strata(file, spec, cohort)
+    if ep.type == "time_to_event":
+        _check_covariates(file, spec, cohort)
     known = set(cohort.names) | {f"{name}[{level}]" for name, levels in cohort.levels().items() for level in levels}
     for key, col in disease.covariates_used():
         if col not in known:
             raise SpecError(str(disease.path), key,
                             f"cohort {spec.cohort} has no covariate {col!r} (has: {', '.join(sorted(known))})")
     _check_start_states(spec, cohort, disease)
+
+
+def _check_new_endpoint(file: str, spec: TrialProtocol, cohort, disease: DiseaseSpec) -> None:
+    """A binary or count endpoint names what the disease model produces; covariates exist in the cohort."""
+    ep = spec.endpoint
+    events = list(disease.event_names)
+    for j, ev in enumerate(ep.events):
+        if ev not in events:
+            raise SpecError(file, f"endpoint.events[{j}]", f"unknown event {ev!r} (disease has: {', '.join(events)})")
+    if ep.type == "count":
+        absorbing = {s.name for s in disease.states if s.absorbing}
+        targets = {t.name: t.to for t in disease.transitions}
+        if all(targets.get(ev) in absorbing or ev not in targets for ev in ep.events):
+            recur = [t.name for t in disease.transitions if t.to not in absorbing]
+            raise SpecError(file, "endpoint.events", "none of these events can happen more than once (each ends in "
+                            f"an absorbing state): count at least one of {', '.join(recur) or 'none'}, or use a "
+                            "time_to_event endpoint")
+    elif ep.biomarker is not None:
+        biomarkers = {b.name for b in disease.biomarkers}
+        if ep.biomarker not in biomarkers:
+            raise SpecError(file, "endpoint.biomarker", f"unknown biomarker {ep.biomarker!r} (disease has: "
+                            f"{', '.join(sorted(biomarkers)) or 'none'})")
+        steps = ep.visit_month / disease.time_step_months
+        if abs(steps - round(steps)) > 1e-9:
+            raise SpecError(file, "endpoint.visit_month", f"must be a whole number of the disease model's steps "
+                            f"({disease.time_step_months:g} months), got {ep.visit_month:g}")
+    _check_covariates(file, spec, cohort)
+
+
+def _check_covariates(file: str, spec: TrialProtocol, cohort) -> None:
+    """Analysis covariates are cohort columns or level indicators name[level]."""
+    known = set(cohort.names) | {f"{name}[{level}]" for name, levels in cohort.levels().items() for level in levels}
+    for j, name in enumerate(spec.analysis.covariates):
+        if name not in known:
+            raise SpecError(file, f"analysis.covariates[{j}]", f"cohort {spec.cohort} has no covariate {name!r} "
+                            f"(has: {', '.join(sorted(cohort.names))}; a categorical level as name[level])")
+
+
+def covariate_columns(spec: TrialProtocol, cohort) -> list[str]:
+    """The analysis covariates as model columns: a categorical's name becomes the indicators of its
+    possible levels (probability > 0) but the first of them, the reference."""
+    out = []
+    for name in spec.analysis.covariates:
+        cov = cohort.covariates.get(name)
+        if cov is not None and hasattr(cov, "levels"):
+            possible = [lv for lv, p in zip(cov.levels, cov.p) if p > 0.0]
+            out.extend(f"{name}[{lv}]" for lv in possible[1:])
+        else:
+            out.append(name)
+    return out
 
 
 def _check_start_states(spec: TrialProtocol, cohort, disease: DiseaseSpec) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import numpy as np
 import xarray as xr
 
 from vctrial.errors import SpecError
-from vctrial.execute import ExecOptions, run_jobs, trial_job
-from vctrial.results import build_dataset, stack
+from vctrial.execute import ExecOptions, run_jobs
+from vctrial.results import stack
 from vctrial.spec.base import parse_yaml, read_yaml
-from vctrial.spec.protocol import Protocol, load_protocol
+from vctrial.spec.protocol import Protocol, _apply, load_protocol
+from vctrial.trial.dataset import build_dataset, trial_job
 
 # existing dimensions, and keywords of Dataset.sel (a dimension named "method" could not be selected by name)
 RESERVED = {"replicate", "arm", "state", "month", "step_month", "visit_month", "look", "site", "protocol", "point",
@@ -85,41 +87,125 @@ def _label(value: Any) -> Any:
     return value
 
 
+MAX_SWEEP_POINTS = 1_000
+"""Most points (combinations of swept values) one sweep may have: each is loaded and checked (about 0.1 s
+each) before anything is simulated, and each adds its own results to the Dataset."""
+
+_KEY = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
 def sweep_axes(path: str | Path, cli: list[tuple[str, list[Any]]] | None = None) -> dict[str, tuple[str, list[Any]]]:
     """The sweep of a protocol: its ``sweep:`` declaration, then ``--sweep`` options (which win).
 
-    Returns {dimension name: (dotted path, values)} in declaration order.
+    Returns {dimension name: (dotted path, values)} in declaration order. Key paths, distinct values and
+    the number of points are checked here; the points themselves by :func:`sweep_protocols`.
     """
-    data = read_yaml(path)
-    declared = data.get("sweep") or {} if isinstance(data, dict) else {}
-    if not isinstance(declared, dict):
-        raise SpecError(str(path), "sweep", "must be a mapping {dotted.path: [values]}")
-    axes: dict[str, list[Any]] = {}
-    for key, values in declared.items():
-        if not isinstance(values, list) or not values:
-            raise SpecError(str(path), f"sweep.{key}", "needs a non-empty list of values")
-        axes[str(key)] = values
+    declared = _declared(path, read_yaml(path))
+    axes: dict[str, list[Any]] = dict(declared)
     for key, values in cli or []:
         axes[key] = values
     names = dim_names(list(axes))
     out = {}
     for name, (key, values) in zip(names, axes.items()):
+        file, where = _where(path, declared, key, values)
+        if key == "sweep" or key.startswith("sweep."):
+            raise SpecError(file, where, "a sweep cannot vary the sweep itself")
         labels = [_label(v) for v in values]
         if len(set(map(str, labels))) != len(labels):
-            raise SpecError(str(path), f"sweep.{key}", "values must be distinct")
+            raise SpecError(file, where, "values must be distinct")
         out[name] = (key, values)
+    points = math.prod(len(v) for _, v in out.values())
+    if points > MAX_SWEEP_POINTS:
+        file = str(path) if all(declared.get(k) == v for k, v in out.values()) else "command line"
+        raise SpecError(file, "sweep" if file == str(path) else "--sweep",
+                        f"{points:,} points ({' x '.join(str(len(v)) for _, v in out.values())}); at most "
+                        f"{MAX_SWEEP_POINTS:,} in one run (split the sweep over several runs)")
     return out
 
 
-def sweep_protocols(path: str | Path, axes: dict[str, tuple[str, list[Any]]]) -> list[Protocol]:
-    """Every point of the sweep loaded and validated (C order over the axes); errors name the path."""
+def _declared(path: str | Path, data: Any) -> dict[str, list[Any]]:
+    """The ``sweep:`` mapping of a parsed protocol file, its keys and value lists checked."""
+    declared = data.get("sweep") or {} if isinstance(data, dict) else {}
+    if not isinstance(declared, dict):
+        raise SpecError(str(path), "sweep", "must be a mapping {dotted.path: [values]}")
+    for key, values in declared.items():
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise SpecError(str(path), f"sweep.{key}", "expected a dotted key path such as "
+                            "arms.active.effects.0.hazard_ratio")
+        if not isinstance(values, list) or not values:
+            raise SpecError(str(path), f"sweep.{key}", "needs a non-empty list of values")
+    return declared
+
+
+def _where(path: str | Path, declared: dict[str, list[Any]], key: str, values: list[Any]) -> tuple[str, str]:
+    """(file, key path) naming a sweep axis in errors: ``sweep.KEY`` of the file, or ``--sweep KEY``."""
+    if declared.get(key) == values:
+        return str(path), f"sweep.{key}"
+    return "command line", f"--sweep {key}"
+
+
+def sweep_protocols(path: str | Path, axes: dict[str, tuple[str, list[Any]]],
+                    base: dict[str, Any] | None = None) -> list[Protocol]:
+    """Every point of the sweep loaded and validated (C order over the axes), ``base`` overrides under them.
+
+    Each value is first checked alone, so that an error names its axis and position (``sweep.KEY[i]``, or
+    ``--sweep KEY[i]`` for a value of the command line); then every combination, since values valid alone
+    may not fit together (an error then names the point).
+    """
+    data = read_yaml(path)
+    declared = _declared(path, data)
+    base = {k: v for k, v in (base or {}).items() if k != "sweep"}
+
+    def load_point(point: dict[str, Any]) -> Protocol:
+        return load_protocol(path, {**base, **point, "sweep": {}})
+
+    singles: dict[tuple[str, int], Protocol] = {}
+    for key, values in axes.values():
+        file, where = _where(path, declared, key, values)
+        try:
+            _apply(data, {key: values[0]}, Path(path))  # the key path exists (on a copy of the data)
+        except SpecError as exc:
+            raise SpecError(file, where, exc.reason) from None
+        for i, value in enumerate(values):
+            try:
+                singles[key, i] = load_point({key: value})
+            except SpecError as exc:
+                if exc.file == str(path) and exc.reason.startswith("unknown key") and _same_key(exc.path, key):
+                    raise SpecError(file, where, exc.reason) from None
+                raise SpecError(file, f"{where}[{i}]", _cause(exc, path, key)) from None
+    if len(axes) == 1:
+        ((key, values),) = axes.values()
+        return [singles[key, i] for i in range(len(values))]
     keys = [k for k, _ in axes.values()]
+    files = {_where(path, declared, k, v)[0] for k, v in axes.values()}
     points = []
     for combo in itertools.product(*(v for _, v in axes.values())):
-        overrides = dict(zip(keys, combo))
-        overrides["sweep"] = {}
-        points.append(load_protocol(path, overrides))
+        point = dict(zip(keys, combo))
+        try:
+            points.append(load_point(point))
+        except SpecError as exc:
+            at = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in point.items())
+            raise SpecError(str(path) if files == {str(path)} else "command line",
+                            "sweep" if files == {str(path)} else "--sweep",
+                            f"the point {at}: {_cause(exc, path, None)}") from None
     return points
+
+
+def _same_key(error_path: str, key: str) -> bool:
+    """Whether an error's key path (``arms[1].name``) is the swept dotted key (``arms.1.name``)."""
+    return re.sub(r"\[(\d+)\]", r".\1", error_path) == key
+
+
+def _cause(exc: SpecError, path: str | Path, key: str | None) -> str:
+    """The reason of a point's error, with its file and key path unless they are the swept key's."""
+    if exc.file != str(path):
+        return f"{exc.file}: {exc.path}: {exc.reason}" if exc.path else f"{exc.file}: {exc.reason}"
+    where, reason = exc.path, exc.reason
+    if not where and (m := re.match(r"([\w.\[\]]+): (.*)", reason, re.S)):  # a model check names its key first
+        where, reason = m.groups()
+    if not where or (key is not None and _same_key(where, key)):
+        return reason
+    return f"{where}: {reason}"
 
 
 def run_sweep(path: str | Path, axes: dict[str, tuple[str, list[Any]]], replicates: int, seed: int,

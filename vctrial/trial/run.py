@@ -24,7 +24,9 @@ from scipy import stats
 from vctrial.cohort import start_arrays, synthesize
 from vctrial.disease import biomarker, multistate
 from vctrial.spec.protocol import BiomarkerEffect, CutStratum, HazardEffect, Protocol
-from vctrial.trial import analysis, conduct, enrollment, nph, observation, randomization, sequential, sites
+from vctrial.trial import (analysis, conduct, endpoints, enrollment, estimation, nph, observation, randomization,
+                           sequential, sites)
+from vctrial.trial.stratified import cox_adjusted, cox_hr_stratified, logrank_stratified
 
 KM_STEP_MONTHS = 1.0
 STOP_FINAL, STOP_EFFICACY, STOP_FUTILITY = 0, 1, 2
@@ -55,10 +57,16 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     spec = protocol.spec
     if spec.endpoint.type == "time_to_event":
         out.update(_time_to_event(trial))
+    elif spec.endpoint.type == "binary":
+        out.update(endpoints.binary_outcome(trial, seed, replicates))
+    elif spec.endpoint.type == "count":
+        out.update(endpoints.count_outcome(trial))
     else:
         out.update(_biomarker_change(trial, cohort, seed, replicates))
-    if "reject" not in out:
-        out["reject"] = out["p_value"] < spec.analysis.alpha
+    if "reject" not in out:  # a fixed design (group-sequential paths decide at their looks)
+        out.update(_decide(spec, out))
+    for key in [k for k in out if k.startswith("_")]:  # working values of the decision, not outputs
+        del out[key]
     if spec.looks is not None:  # a trial stopped at an interim look randomizes no one after it
         out["n_randomized"] = out["n_enrolled"]
     return out
@@ -105,9 +113,11 @@ def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray, rec
     switches = conduct.switching(protocol, (R, n), steps, seed, replicates)
     markers = _markers(protocol, cohort, (R, n), seed, replicates, record_steps)
     start, months_in_state = start_arrays(protocol.cohort, cohort, list(model.state_names), model.initial_state)
+    record_events, max_records = endpoints.recorded_events(protocol)
     paths = multistate.simulate(model, rate, hazard_ratios(protocol, steps), age, female, steps, seed, replicates,
                                 switching=switches, markers=markers, start_state=start,
-                                start_months_in_state=months_in_state)
+                                start_months_in_state=months_in_state, record_events=record_events,
+                                max_records=max_records)
 
     counts = np.stack([((arm == a) & enrolled).sum(axis=1) for a in range(A)], axis=1)
     out["n_randomized"] = counts
@@ -116,7 +126,9 @@ def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray, rec
     out["imbalance"] = counts[:, 1] - share * counts.sum(axis=1)
     if strata is not None:
         out["max_stratum_imbalance"] = randomization.strata_balance(arm, strata, weights)
-    return Trial(protocol, entry, enrolled, arm, dropout, paths), cohort, out
+    trial = Trial(protocol, entry, enrolled, arm, dropout, paths, strata, endpoints.analysis_covariates(protocol, cohort),
+                  site_of)
+    return trial, cohort, out
 
 
 def biomarker_effects(protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +147,7 @@ def biomarker_effects(protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
 def _record_steps(protocol: Protocol) -> np.ndarray:
     """Steps at which biomarker values are kept: baseline and the endpoint's visit."""
     ep = protocol.spec.endpoint
-    if ep.type == "time_to_event":
+    if ep.type in ("time_to_event", "count") or (ep.type == "binary" and ep.biomarker is None):
         return np.zeros(0, np.int64)
     return np.array([0, int(round(ep.visit_month / protocol.disease.time_step_months))], np.int64)
 
@@ -161,6 +173,9 @@ class Trial:
     arm: np.ndarray
     dropout: np.ndarray
     paths: multistate.Paths
+    strata: np.ndarray | None = None  # (R, n) randomization stratum code, -1 if not enrolled
+    covariates: np.ndarray | None = None  # (R, n, q) the analysis covariates (analysis.covariates)
+    site: np.ndarray | None = None  # (R, n) site index of each patient (trials with sites), -1 if not enrolled
 
 
 def _strata(protocol: Protocol, cohort, site_of, enrolled) -> np.ndarray | None:
@@ -217,7 +232,7 @@ def _time_to_event(trial: Trial) -> dict[str, np.ndarray]:
         res = looks[0]
         stop = np.zeros(entry.shape[0], np.int64)
         out = {key: res[key] for key in ("statistic", "p_value", "estimate", "ci_lower", "ci_upper", "true_effect",
-                                         "n_analysed", "n_events", "n_enrolled") if key in res}
+                                         "n_analysed", "n_events", "n_enrolled", "_p_harm") if key in res}
         if "log_hr_se" in res:
             out["log_hr_se"] = res["log_hr_se"]
     else:
@@ -296,7 +311,7 @@ def _tte_cut(trial: Trial, t_ep_all, t_ep, t_loss, date) -> dict[str, np.ndarray
     A = len(spec.arms)
     time, event, include = _cut_data(trial, t_ep, t_loss, date)
     group = trial.arm.astype(np.int8)
-    res = _tte_tests(time, event, group, include, spec.analysis)
+    res = _tte_tests(time, event, group, include, spec.analysis, trial.strata, trial.covariates)
     # the same patients under both arms, followed to the same cut, lost only to competing death
     fu = spec.follow_up
     follow = (date[:, None] - trial.entry) if fu.type == "event_driven" else np.where(include, fu.duration_months, 0.0)
@@ -327,8 +342,9 @@ def _finite_cox(cox) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, cox.log_hr, np.nan), np.where(ok, cox.se, np.nan)
 
 
-def _tte_tests(time, event, group, include, a_spec) -> dict[str, np.ndarray]:
-    """Statistic (negative favours active), p-value, estimate and confidence interval."""
+def _tte_tests(time, event, group, include, a_spec, strata=None, covariates=None) -> dict[str, np.ndarray]:
+    """Statistic (negative favours active), p-value, estimate and confidence interval; ``strata`` and
+    ``covariates`` are used when the analysis is stratified or adjusted."""
     z_ci = _critical(a_spec.confidence_level)
     method = a_spec.method
     out: dict[str, np.ndarray] = {}
@@ -344,17 +360,33 @@ def _tte_tests(time, event, group, include, a_spec) -> dict[str, np.ndarray]:
         mc = nph.maxcombo(time, event, group, include, combos=a_spec.combos, sided=a_spec.sided)
         if a_spec.sided == "one":
             out["statistic"], out["p_value"] = mc.statistic, mc.p_one
+            # harm: the same one-sided MaxCombo test in the other direction (arms swapped)
+            out["_p_harm"] = nph.maxcombo(time, event, (1 - group).astype(np.int8), include, combos=a_spec.combos,
+                                          sided="one").p_one
         else:
             pick = np.nanargmax(np.where(np.isnan(mc.z), -np.inf, np.abs(mc.z)), axis=1)
             out["statistic"] = np.take_along_axis(mc.z, pick[:, None], axis=1)[:, 0]
             out["p_value"] = mc.p_two
-    else:
+    elif method != "cox":
         rho, gamma = (a_spec.rho, a_spec.gamma) if method == "fleming_harrington" else (0.0, 0.0)
-        lr = analysis.logrank(time, event, group, include, rho=rho, gamma=gamma)
+        if a_spec.stratified:
+            lr = logrank_stratified(time, event, group, np.maximum(strata, 0), include, rho=rho, gamma=gamma)
+        else:
+            lr = analysis.logrank(time, event, group, include, rho=rho, gamma=gamma)
         out["statistic"] = lr.z
         out["p_value"] = analysis.p_value(lr.z, a_spec.sided)
-    cox = analysis.cox_hr(time, event, group, include)
+    if covariates is not None:
+        cox = cox_adjusted(time, event, group, covariates, include,
+                           np.maximum(strata, 0) if a_spec.stratified else None)
+    elif a_spec.stratified:
+        cox = cox_hr_stratified(time, event, group, np.maximum(strata, 0), include)
+    else:
+        cox = analysis.cox_hr(time, event, group, include)
     log_hr, se = _finite_cox(cox)
+    if method == "cox":  # the Wald test of the arm's coefficient
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["statistic"] = log_hr / se
+        out["p_value"] = analysis.p_value(out["statistic"], a_spec.sided)
     out["estimate"] = np.exp(log_hr)
     out["ci_lower"] = np.exp(log_hr - z_ci * se)
     out["ci_upper"] = np.exp(log_hr + z_ci * se)
@@ -446,14 +478,72 @@ def _sequential_tte(protocol: Protocol, looks: list[dict], dates: np.ndarray, ta
                                 "n_analysed", "n_events", "n_enrolled"))
     info = per["n_events"].sum(axis=2).astype(np.float64)
     fractions = info / D
-    z = -per["statistic"]  # benefit positive
+    z_sup = -per["statistic"]  # benefit positive
+    theta = estimation.to_benefit(per["estimate"], True, "lower")
+    z, shift = _tested_z(spec, theta, per["log_hr_se"], z_sup, None)
     eff_b, fut_b, stop, reason, pval = _stop(spec, z, fractions, performed)
     out = {key: _gather(per[key], stop) for key in per}
     out["p_value"] = pval
     out["reject"] = reason == STOP_EFFICACY
     out["reject"] |= (reason == STOP_FINAL) & (np.take_along_axis(z, stop[:, None], 1)[:, 0] >= _gather(eff_b, stop))
+    out.update(_sequential_estimates(spec, theta, per["log_hr_se"], z, z_sup, shift, fractions, eff_b, stop))
     out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
     return out, stop
+
+
+def _tested_z(spec, theta, se, z_sup, df) -> tuple[np.ndarray, float]:
+    """(R, K) statistic compared with the bounds, benefit positive, and the θ it tests: the superiority
+    statistic and 0, or for non-inferiority the shifted Wald statistic (θ̂ − θ_M)/se (a t statistic
+    mapped to z through its p-value) and the margin θ_M."""
+    a = spec.analysis
+    if a.hypothesis != "noninferiority":
+        return z_sup, 0.0
+    shift = a.benefit_margins()[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shifted = (theta - shift) / se
+    if df is not None:
+        shifted = stats.norm.isf(stats.t.sf(shifted, df))
+    return np.where(np.isfinite(shifted), shifted, np.nan), shift
+
+
+def _sequential_estimates(spec, theta, se, z, z_sup, shift, fractions, eff_b, stop) -> dict[str, np.ndarray]:
+    """Harm (the superiority statistic at the stopping look at or below the mirror image of its efficacy
+    bound), the repeated confidence interval and the stagewise median-unbiased estimate with its interval
+    at the stopping look, on the estimate's scale."""
+    a = spec.analysis
+    z_stop = np.take_along_axis(z_sup, stop[:, None], 1)[:, 0]
+    est = estimation.group_sequential_estimates(theta, se, z, fractions, eff_b, stop, a.confidence_level, shift)
+    ratio, benefit = a.ratio_scale, a.estimate_benefit
+    out = {"harm": z_stop <= -_gather(eff_b, stop)}
+    for name, (lo, hi) in (("rci", ("rci_lower", "rci_upper")), ("mue_ci", ("mue_lower", "mue_upper"))):
+        x, y = (estimation.from_benefit(est[k], ratio, benefit) for k in (lo, hi))
+        out[f"{name}_lower"], out[f"{name}_upper"] = np.fmin(x, y), np.fmax(x, y)
+    out["mue_estimate"] = estimation.from_benefit(est["mue"], ratio, benefit)
+    if a.hypothesis == "noninferiority":  # as in a fixed design, the statistic is the margin test's
+        out["statistic"] = np.take_along_axis(z, stop[:, None], 1)[:, 0]
+    return out
+
+
+def _decide(spec, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``reject`` (in the favourable direction only) and ``harm`` of a fixed design; with a margin, the
+    margin test's statistic, p-value and decision (see :mod:`vctrial.trial.estimation`)."""
+    a = spec.analysis
+    z_benefit = -out["statistic"] if a.benefit == "lower" else out["statistic"]
+    reject, harm = estimation.superiority(z_benefit, out["p_value"], a.alpha, a.sided, p_harm=out.get("_p_harm"))
+    res = {"reject": reject, "harm": harm}
+    if a.hypothesis != "superiority":
+        est = out["estimate"]
+        theta = estimation.to_benefit(est, a.ratio_scale, a.estimate_benefit)
+        df = out.get("_df")
+        if "_se" in out:
+            se = out["_se"]
+        elif "log_hr_se" in out:
+            se = out["log_hr_se"]
+        else:  # a symmetric normal interval (RMST): its half-width over the quantile
+            se = (out["ci_upper"] - out["ci_lower"]) / (2.0 * _critical(a.confidence_level))
+        m = estimation.margin_test(theta, se, a.benefit_margins(), a.hypothesis, a.alpha, a.sided, df)
+        res.update(statistic=m["shifted"], p_value=m["p_value"], reject=m["reject"])
+    return res
 
 
 def _per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason) -> dict[str, np.ndarray]:
@@ -507,8 +597,8 @@ def _biomarker_change(trial: Trial, cohort, seed, replicates):
     else:
         res, stop = _sequential_biomarker(spec, y1 - y0, y0, arm, include, trial.enrolled, visit_date, truth)
     cut = include if stop is None else include & (visit_date <= res["duration_months"][:, None])
-    res["biomarker_mean"] = np.stack([np.nanmean(np.where((cut & (arm == a))[..., None],
-                                                          _assigned_visits(observed, arm), np.nan), axis=1)
+    res["biomarker_mean"] = np.stack([_mean_over_patients(np.where((cut & (arm == a))[..., None],
+                                                                   _assigned_visits(observed, arm), np.nan))
                                       for a in range(A)], axis=1)
     return res
 
@@ -528,6 +618,8 @@ def _ancova_cut(spec, y, y0, arm, include, on_date) -> dict[str, np.ndarray]:
         "n_analysed": np.stack([(include & (arm == a)).sum(axis=1) for a in range(A)], axis=1),
         "n_enrolled": np.stack([(on_date & (arm == a)).sum(axis=1) for a in range(A)], axis=1),
         "z_benefit": stats.norm.isf(analysis.p_value(sign * fit.t, "one", df=fit.df)),
+        "_se": fit.se,
+        "_df": np.broadcast_to(np.asarray(fit.df, dtype=np.float64), fit.se.shape),
     }
 
 
@@ -551,19 +643,31 @@ def _sequential_biomarker(spec, y, y0, arm, include, enrolled, visit_date, truth
         res["true_effect"] = truth
         looks.append(res)
     per = _look_outputs(looks, ("statistic", "estimate", "ci_lower", "ci_upper", "true_effect", "n_analysed",
-                                "n_enrolled", "z_benefit"))
+                                "n_enrolled", "z_benefit", "_se", "_df"))
     info = per["n_analysed"].sum(axis=2).astype(np.float64)
     fractions = info / np.maximum(info[:, -1:], 1.0)
     performed = np.ones((R, K), bool)
-    z = per.pop("z_benefit")
+    z_sup = per.pop("z_benefit")
+    se, df = per.pop("_se"), per.pop("_df")
+    theta = estimation.to_benefit(per["estimate"], False, spec.analysis.benefit)
+    z, shift = _tested_z(spec, theta, se, z_sup, df)
     eff_b, fut_b, stop, reason, pval = _stop(spec, z, fractions, performed)
     out = {key: _gather(per[key], stop) for key in per}
     out["p_value"] = pval
     z_stop = np.take_along_axis(z, stop[:, None], 1)[:, 0]
     out["reject"] = (reason == STOP_EFFICACY) | ((reason == STOP_FINAL) & (z_stop >= _gather(eff_b, stop)))
+    out.update(_sequential_estimates(spec, theta, se, z, z_sup, shift, fractions, eff_b, stop))
     out["duration_months"] = _gather(dates, stop)
     out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
     return out, stop
+
+
+def _mean_over_patients(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 1 of the finite values; NaN (without a numpy warning) where there is none, as for
+    an arm nobody was randomized to."""
+    seen = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(seen, values, 0.0).sum(axis=1) / seen.sum(axis=1)
 
 
 def _assigned_visits(values: np.ndarray, arm: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from vctrial.trial.analysis import (
     check_newton,
 )
 
-__all__ = ["cox_hr_stratified", "logrank_stratified"]
+__all__ = ["cox_adjusted", "cox_hr_stratified", "logrank_stratified"]
 
 # Strata labels in [0, _DIRECT_CODES) are used as they are; others are renumbered with np.unique.
 _DIRECT_CODES = 4096
@@ -198,3 +198,247 @@ def cox_hr_stratified(time, event, group, strata, include=None, *, max_iter: int
     codes, k = _strata_codes(strata, t.shape)
     return CoxFit(*_cox_strat_kernel(t, e, g, inc, _order(t), codes, k, int(max_iter),
                                      float(tol)))
+
+
+# --------------------------------------------------------------------------------------------
+# Cox model with covariates (optionally stratified).
+# --------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def spd_solve(a, b, want=-1):
+    """Solve a x = b for a symmetric positive definite ``a`` by Cholesky.
+
+    Returns (ok, x, v): ok False when ``a`` is not positive definite (or not finite); v is the
+    diagonal element ``want`` of the inverse of ``a`` (NaN when want < 0).
+    """
+    p = a.shape[0]
+    low = np.zeros((p, p))
+    x = np.zeros(p)
+    for j in range(p):
+        s = a[j, j]
+        for k in range(j):
+            s -= low[j, k] * low[j, k]
+        if not s > 1e-300 or not np.isfinite(s):
+            return False, x, np.nan
+        low[j, j] = np.sqrt(s)
+        for i in range(j + 1, p):
+            s = a[i, j]
+            for k in range(j):
+                s -= low[i, k] * low[j, k]
+            low[i, j] = s / low[j, j]
+    # forward then back substitution
+    y = np.zeros(p)
+    for i in range(p):
+        s = b[i]
+        for k in range(i):
+            s -= low[i, k] * y[k]
+        y[i] = s / low[i, i]
+    for i in range(p - 1, -1, -1):
+        s = y[i]
+        for k in range(i + 1, p):
+            s -= low[k, i] * x[k]
+        x[i] = s / low[i, i]
+    v = np.nan
+    if want >= 0:
+        e = np.zeros(p)
+        e[want] = 1.0
+        # inverse diagonal: solve with the unit vector, take component ``want``
+        for i in range(p):
+            s = e[i]
+            for k in range(i):
+                s -= low[i, k] * y[k]
+            y[i] = s / low[i, i]
+        z = np.zeros(p)
+        for i in range(p - 1, -1, -1):
+            s = y[i]
+            for k in range(i + 1, p):
+                s -= low[k, i] * z[k]
+            z[i] = s / low[i, i]
+        v = z[want]
+    return True, x, v
+
+
+@numba.njit(cache=True)
+def _coxreg_eval(beta, x, time, event, codes, order, m):
+    """Breslow log partial likelihood, score and information of a Cox model with covariates ``x``
+    (n, P) for one replicate. ``order`` lists the ``m`` included patients by stratum, then by
+    decreasing time, so each stratum's risk set grows as the walk goes back in time."""
+    P = x.shape[1]
+    ll = 0.0
+    score = np.zeros(P)
+    info = np.zeros((P, P))
+    eta = np.zeros(m)
+    top = -np.inf
+    for j in range(m):
+        p = order[j]
+        e = 0.0
+        for c in range(P):
+            e += x[p, c] * beta[c]
+        eta[j] = e
+        top = max(top, e)
+    s1 = np.zeros(P)
+    s2 = np.zeros((P, P))
+    xsum = np.zeros(P)
+    j = 0
+    while j < m:
+        stratum = codes[order[j]]
+        s0 = 0.0
+        s1[:] = 0.0
+        s2[:, :] = 0.0
+        while j < m and codes[order[j]] == stratum:
+            t = time[order[j]]
+            d = 0
+            xsum[:] = 0.0
+            k = j
+            while k < m and codes[order[k]] == stratum and time[order[k]] == t:
+                p = order[k]
+                w = np.exp(eta[k] - top)
+                s0 += w
+                for c in range(P):
+                    s1[c] += w * x[p, c]
+                    for c2 in range(c + 1):
+                        s2[c, c2] += w * x[p, c] * x[p, c2]
+                if event[p]:
+                    d += 1
+                    ll += eta[k]
+                    for c in range(P):
+                        xsum[c] += x[p, c]
+                k += 1
+            if d > 0:
+                ll -= d * (np.log(s0) + top)
+                for c in range(P):
+                    mc = s1[c] / s0
+                    score[c] += xsum[c] - d * mc
+                    for c2 in range(c + 1):
+                        info[c, c2] += d * (s2[c, c2] / s0 - mc * s1[c2] / s0)
+            j = k
+    for c in range(P):
+        for c2 in range(c):
+            info[c2, c] = info[c, c2]
+    return ll, score, info
+
+
+@numba.njit(cache=True)
+def _drop_inactive(score, info, active):
+    """Hold the parameters of inactive (all-zero) columns at 0: zero score, unit information."""
+    P = score.shape[0]
+    for j in range(P):
+        if not active[j]:
+            score[j] = 0.0
+            for k in range(P):
+                info[j, k] = 0.0
+                info[k, j] = 0.0
+            info[j, j] = 1.0
+
+
+@numba.njit(cache=True)
+def _coxreg_one(x, time, event, codes, order, m, max_iter, tol):
+    """(beta[0], se[0], converged) of one replicate by Newton-Raphson with step halving from 0."""
+    nan = np.nan
+    P = x.shape[1]
+    active = np.zeros(P, np.bool_)
+    for j in range(m):
+        for c in range(P):
+            if x[order[j], c] != 0.0:
+                active[c] = True
+    if not active[0]:
+        return nan, nan, False
+    beta = np.zeros(P)
+    ll, score, info = _coxreg_eval(beta, x, time, event, codes, order, m)
+    _drop_inactive(score, info, active)
+    converged = False
+    for _ in range(max_iter):
+        ok, step, _ = spd_solve(info, score)
+        if not ok:
+            break
+        big = np.max(np.abs(step))
+        if big < tol:
+            converged = True
+            break
+        if big > 5.0:  # keeps exp() finite on the way; does not change the converged value
+            step *= 5.0 / big
+        slack = 1e-12 * (1.0 + abs(ll))
+        new = beta + step
+        new_ll, new_score, new_info = _coxreg_eval(new, x, time, event, codes, order, m)
+        halvings = 0
+        while not new_ll >= ll - slack and halvings < 40:
+            step *= 0.5
+            new = beta + step
+            new_ll, new_score, new_info = _coxreg_eval(new, x, time, event, codes, order, m)
+            halvings += 1
+        beta, ll, score, info = new, new_ll, new_score, new_info
+        _drop_inactive(score, info, active)
+    if not converged:
+        return nan, nan, False
+    ok, _, v = spd_solve(info, score, 0)
+    if not ok:
+        return nan, nan, False
+    return beta[0], np.sqrt(v), True
+
+
+@numba.njit(cache=True, parallel=True)
+def _coxreg_kernel(x, time, event, codes, order, m, max_iter, tol):
+    n_rep = x.shape[0]
+    log_hr = np.empty(n_rep)
+    se = np.empty(n_rep)
+    converged = np.empty(n_rep, np.bool_)
+    for r in numba.prange(n_rep):
+        b, s, c = _coxreg_one(x[r], time[r], event[r], codes[r], order[r], m[r], max_iter, tol)
+        log_hr[r] = b
+        se[r] = s
+        converged[r] = c
+    return log_hr, se, converged
+
+
+def centre_columns(x: np.ndarray, include: np.ndarray, skip: int = 0) -> np.ndarray:
+    """(R, n, P) columns minus their mean over the included patients (from column ``skip`` on); a
+    column constant among them becomes exactly zero, which the Newton kernels leave out of the fit
+    (e.g. a covariate level nobody has in that replicate)."""
+    big = np.finfo(np.float64).max
+    w = include[..., None]
+    lo = np.where(w, x, big).min(axis=1, keepdims=True)
+    hi = np.where(w, x, -big).max(axis=1, keepdims=True)
+    mean = np.where(w, x, 0.0).sum(axis=1, keepdims=True) / np.maximum(w.sum(axis=1, keepdims=True), 1)
+    out = np.where(hi > lo, x - mean, 0.0)
+    out[..., :skip] = x[..., :skip]
+    return np.ascontiguousarray(out)
+
+
+def cox_adjusted(time, event, group, covariates=None, include=None, strata=None, *, max_iter: int = 50,
+                 tol: float = 1e-9) -> CoxFit:
+    """Cox model of ``group`` adjusted for ``covariates``, optionally stratified, per replicate.
+
+    Breslow's method for tied event times (the simulated event times are continuous, so events
+    tie only by construction); Newton-Raphson with step halving from 0, converged when the largest
+    Newton step is below ``tol``. Covariates are centred inside (the coefficients do not change).
+    A non-converged fit (e.g. every event in one arm) gives NaN and ``converged=False``.
+
+    Args:
+        time, event, group, include: as for :func:`vctrial.trial.analysis.logrank`.
+        covariates: (R, n, q) real covariates, or None (then the model of group alone).
+        strata: (R, n) integer stratum labels (a baseline hazard per stratum), or None.
+        max_iter, tol: Newton-Raphson limits.
+
+    Returns:
+        CoxFit(log_hr, se, converged) of the group coefficient, each of shape (R,).
+    """
+    check_newton(max_iter, tol)
+    t, e, g, inc = _survival_inputs(time, event, group, include)
+    cols = [g.astype(np.float64)]
+    if covariates is not None:
+        cov = np.asarray(covariates, np.float64)
+        if cov.ndim != 3 or cov.shape[:2] != t.shape:
+            raise ValueError(f"covariates: must have shape (R, n, q) with (R, n) = {t.shape}, got {cov.shape}")
+        if not np.isfinite(cov[inc]).all():
+            raise ValueError("covariates: must be finite for included patients")
+        cols.extend(np.moveaxis(cov, 2, 0))
+    x = centre_columns(np.stack(cols, axis=2), inc)
+    if strata is None:
+        codes = np.zeros(t.shape, np.int64)
+    else:
+        codes, _ = _strata_codes(strata, t.shape)
+    last = np.where(inc, codes, np.iinfo(np.int64).max)  # excluded patients sort to the end
+    order = np.lexsort((-t, last), axis=1)
+    return CoxFit(*_coxreg_kernel(np.ascontiguousarray(x), t, e, np.ascontiguousarray(codes), order,
+                                  inc.sum(axis=1).astype(np.int64), int(max_iter), float(tol)))
