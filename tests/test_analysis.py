@@ -129,6 +129,19 @@ def test_logrank_z_is_negative_when_active_arm_has_fewer_events():
     assert np.all(res.observed[:, 1] < res.expected[:, 1])
 
 
+def test_logrank_z_is_standard_normal_under_the_null_by_monte_carlo():
+    """4000 replicates of 200 patients at HR 1: mean 0 and SD 1 (99.9% normal and chi-square intervals),
+    two-sided 5% level within its 99.9% binomial region."""
+    from mc_helpers import assert_binomial
+
+    R = 4000
+    z = logrank(*make_batch(41, R, 200, hr=1.0)).z
+    assert abs(z.mean()) < stats.norm.isf(0.0005) / np.sqrt(R), z.mean()
+    lo, hi = np.sqrt(stats.chi2.ppf([0.0005, 0.9995], R - 1) / (R - 1))
+    assert lo <= z.std(ddof=1) <= hi, (z.std(ddof=1), lo, hi)
+    assert_binomial(int((np.abs(z) > stats.norm.isf(0.025)).sum()), R, 0.05, what="log-rank level")
+
+
 # ------------------------------------------------------------------------------ Cox
 
 

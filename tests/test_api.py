@@ -105,10 +105,10 @@ def test_a_trial_without_events_in_both_arms_reports_no_estimate_instead_of_a_ru
 
 
 def test_a_replicate_where_nobody_is_randomized_has_no_duration_rather_than_minus_infinity():
-    from vctrial.trial.run import _last_entry
+    from vctrial.trial.observation import last_entry
 
     entry = np.array([[3.0, np.inf, 7.5], [np.inf, np.inf, np.inf]])
-    last = _last_entry(entry)
+    last = last_entry(entry)
     assert last[0] == 7.5 and np.isnan(last[1])
 
 

@@ -21,7 +21,8 @@ from test_counts import statsmodels_lwyy
 from vctrial.errors import SpecError
 from vctrial.spec.protocol import covariate_columns, load_protocol
 from vctrial.trial import binary, counts, endpoints
-from vctrial.trial.run import _assigned, simulate_chunk, simulate_patients
+from vctrial.trial.observation import assigned
+from vctrial.trial.run import simulate_chunk, simulate_patients
 from vctrial.trial.stratified import cox_adjusted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +194,7 @@ def test_count_endpoint_negbin_and_lwyy_match_statsmodels_on_simulated_trials():
         p = _protocol("hf_total_hospitalizations.yaml", sample_size=600, **{"analysis.method": method})
         out = simulate_chunk(p, 11, reps)
         trial, _, _ = simulate_patients(p, 11, reps)
-        follow = np.minimum(np.minimum(trial.dropout, _assigned(trial.paths.death_time, trial.arm)), 24.0)
+        follow = np.minimum(np.minimum(trial.dropout, assigned(trial.paths.death_time, trial.arm)), 24.0)
         times = np.take_along_axis(trial.paths.event_times, trial.arm[..., None, None].astype(int), axis=2)[:, :, 0]
         y = counts.event_counts(times, follow)
         assert out["n_events"].sum() == y.sum() > 0
@@ -226,8 +227,8 @@ def test_binary_cmh_and_logistic_match_statsmodels_on_simulated_trials():
     trial, _, _ = simulate_patients(p, 21, reps)
     names = list(p.disease.event_names)
     codes = [names.index(e) for e in p.spec.endpoint.events]
-    t_ev = _assigned(trial.paths.first_time[..., codes].min(axis=3), trial.arm)
-    lost = np.minimum(trial.dropout, _assigned(trial.paths.death_time, trial.arm))
+    t_ev = assigned(trial.paths.first_time[..., codes].min(axis=3), trial.arm)
+    lost = np.minimum(trial.dropout, assigned(trial.paths.death_time, trial.arm))
     y = t_ev <= 12.0
     inc = trial.enrolled & (y | (lost > 12.0))
     for r in range(3):

@@ -9,6 +9,8 @@ from vctrial.spec.protocol import load_protocol
 from vctrial.trial import enrollment, randomization
 from vctrial.trial.run import simulate_chunk
 
+from mc_helpers import assert_binomial
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -24,15 +26,20 @@ def test_permuted_blocks_balance_every_block_with_any_ratio():
     arm = randomization.allocate(3000, [2, 1], "permuted_block", 6, seed=1, replicates=np.arange(5))
     blocks = arm.reshape(5, -1, 6)
     assert np.all((blocks == 0).sum(axis=2) == 4) and np.all((blocks == 1).sum(axis=2) == 2)
-    # the order within blocks is random: both arms appear first in a block
-    assert 0.25 < (blocks[:, :, 0] == 1).mean() < 0.42
+    # the order within blocks is uniformly random: every one of the C(6, 2) = 15 placements of the two
+    # active patients is equally likely (chi-square), so each position is active with probability 1/3
+    placement = (blocks == 1).reshape(-1, 6) @ (1 << np.arange(6))
+    patterns, counts = np.unique(placement, return_counts=True)
+    assert patterns.size == 15 and stats.chisquare(counts).pvalue > 1e-3, counts
+    for position in range(6):
+        assert_binomial(int((blocks[:, :, position] == 1).sum()), blocks.shape[0] * blocks.shape[1], 1 / 3,
+                        what=f"active at block position {position}")
 
 
 def test_simple_randomization_follows_the_ratio_within_binomial_error():
     n = 20_000
     arm = randomization.allocate(n, [3, 1], "simple", 4, seed=2, replicates=np.arange(2))
-    share = (arm == 1).mean()
-    assert abs(share - 0.25) < 4 * np.sqrt(0.25 * 0.75 / arm.size)
+    assert_binomial(int((arm == 1).sum()), arm.size, 0.25, what="active share")
 
 
 def test_changing_the_active_arm_never_changes_the_control_arm():

@@ -38,11 +38,10 @@ def test_event_driven_power_matches_schoenfeld():
     z = stats.norm.ppf(1 - 0.025)
     schoenfeld = stats.norm.cdf(math.sqrt(300 / 4) * abs(math.log(0.75)) - z)
     assert_binomial(int(ds["reject"].values.sum()), n, schoenfeld, what="power")  # 66.8% to 73.5%
-    # the log-rank Z itself: mean -sqrt(d/4)·|log HR| (Schoenfeld's drift, benefit negative), SD 1
+    # the log-rank Z itself: mean -sqrt(d/4)·|log HR| (Schoenfeld's drift; benefit is negative here)
     zs = ds["statistic"].values
     drift = math.sqrt(300 / 4) * abs(math.log(0.75))
     assert abs(zs.mean() + drift) < Z999 * zs.std(ddof=1) / math.sqrt(n), (zs.mean(), -drift)
-    assert_sd_ratio(zs, 1.0, "SD of Z")
 
 
 @pytest.mark.slow
@@ -59,15 +58,15 @@ def test_null_effect_rejection_rate_is_alpha():
 @pytest.mark.slow
 def test_hazard_ratio_estimate_is_unbiased_and_covers_the_true_effect():
     protocol = load_protocol(DATA / "event_driven.yaml")
-    n = 1000
+    n = 2000
     ds = run_trial(protocol, n, seed=3, progress=False)
     true = np.log(ds["true_effect"].values)
     # constant hazards, no covariates: the counterfactual HR is close to the model's 0.75
     assert abs(np.exp(true.mean()) - 0.75) < 0.01
     err = np.log(ds["estimate"].values) - true
-    assert abs(err.mean()) < 4 * err.std() / math.sqrt(n)
+    assert abs(err.mean()) < Z999 * err.std(ddof=1) / math.sqrt(n), err.mean()
     cover = ((ds["ci_lower"] <= ds["true_effect"]) & (ds["true_effect"] <= ds["ci_upper"])).values
-    assert_binomial(int(cover.sum()), n, 0.95, what="CI coverage")  # 92.6% to 97.1%
+    assert_binomial(int(cover.sum()), n, 0.95, what="CI coverage")  # 93.4% to 96.5%
 
 
 def ancova_residual_sd(s0, s1, rho, se, years):

@@ -17,7 +17,8 @@ from vctrial.spec.protocol import Protocol
 from vctrial.spec.study import Figure
 from vctrial.trial import analysis
 from vctrial.cohort import synthesize
-from vctrial.trial.run import Trial, _assigned, final_data, simulate_patients
+from vctrial.trial.observation import assigned
+from vctrial.trial.run import Trial, final_data, simulate_patients
 
 MEDIAN_GRID_MONTHS = 0.05  # resolution of Kaplan-Meier medians
 
@@ -91,7 +92,7 @@ def figure_values(trial: Trial, fig: Figure, observed: np.ndarray | None = None,
         return _biomarker(trial, fig, a, observed, steps, sub)
     if m == "life_expectancy":
         horizon = trial.protocol.spec.horizon_months
-        death = np.minimum(_assigned(trial.paths.death_time, trial.arm), horizon)
+        death = np.minimum(assigned(trial.paths.death_time, trial.arm), horizon)
         mask = trial.enrolled & (trial.arm == a) & sub
         return _ratio(np.where(mask, death, 0.0).sum(axis=1) / 12.0, mask.sum(axis=1))
     if m == "median_follow_up":
@@ -123,8 +124,8 @@ def _biomarker(trial: Trial, fig: Figure, a: int, observed: np.ndarray, steps: n
     disease = trial.protocol.disease
     j = [b.name for b in disease.biomarkers].index(fig.biomarker)
     v = int(np.searchsorted(steps, int(round(fig.at_month / disease.time_step_months))))
-    y = _assigned(observed[:, :, :, j, v], trial.arm)
-    death = _assigned(trial.paths.death_time, trial.arm)
+    y = assigned(observed[:, :, :, j, v], trial.arm)
+    death = assigned(trial.paths.death_time, trial.arm)
     seen = trial.enrolled & (trial.arm == a) & (death > fig.at_month) & (trial.dropout > fig.at_month) & sub
     x = np.where(seen, y, np.nan)
     count = seen.sum(axis=1)
@@ -155,7 +156,7 @@ def _km_median(time, event, include, horizon: float) -> np.ndarray:
 def _median_follow_up(trial: Trial, a: int, sub: np.ndarray) -> np.ndarray:
     """Reverse Kaplan-Meier median follow-up: the end of follow-up is the 'event', death censors it."""
     time, _, include, follow = final_data(trial, list(trial.protocol.spec.endpoint.events))
-    death = _assigned(trial.paths.death_time, trial.arm)
+    death = assigned(trial.paths.death_time, trial.arm)
     end = np.minimum(np.minimum(death, trial.dropout), follow)
     ended_alive = end < death
     mask = include & (trial.arm == a) & sub

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from vctrial.spec.protocol import Protocol
-from vctrial.trial import endpoints
+from vctrial.trial import endpoints, observation
 from vctrial.trial import run as trial_run
 from vctrial.trial.sites import site_labels
 
@@ -45,7 +45,7 @@ def patient_table(protocol: Protocol, seed: int, replicates: list[int] | np.ndar
             cols[name] = np.asarray(cohort.levels[name], dtype=object)[codes].ravel()
         else:
             cols[name] = cohort.column(name).ravel()
-    own = trial_run._assigned
+    own = observation.assigned
     first = trial.paths.first_time
     for e, event in enumerate(protocol.disease.event_names):
         cols[f"first_{event}_month"] = _finite_or_nan(own(first[..., e], arm))
@@ -92,9 +92,9 @@ def _biomarker(trial: trial_run.Trial, seed: int, replicates: np.ndarray) -> dic
     months = trial_run._record_steps(protocol) * protocol.disease.time_step_months
     observed = biomarker.observe(protocol.disease.biomarkers, trial.paths.marker_true, months, seed,
                                  replicates)[:, :, :, j, :]
-    death = trial_run._assigned(trial.paths.death_time, trial.arm)
+    death = observation.assigned(trial.paths.death_time, trial.arm)
     include = (trial.dropout > ep.visit_month) & (death > ep.visit_month) & trial.enrolled
-    visit = trial_run._assigned(observed[:, :, :, 1], trial.arm)
+    visit = observation.assigned(observed[:, :, :, 1], trial.arm)
     return {"included": include.ravel(), f"{ep.biomarker}_baseline": observed[:, :, 0, 0].ravel(),
             f"{ep.biomarker}_month_{ep.visit_month:g}": np.where(include, visit, np.nan).ravel()}
 

@@ -49,3 +49,17 @@ def censor(t_event: np.ndarray, t_loss: np.ndarray, follow: np.ndarray) -> tuple
     """Observed time and event indicator: the event is seen if it comes before loss and the cut."""
     limit = np.minimum(t_loss, follow)
     return np.minimum(t_event, limit), t_event <= limit
+
+
+def assigned(x: np.ndarray, arm: np.ndarray) -> np.ndarray:
+    """(R, n, ...) values under each patient's own arm, from (R, n, A, ...) values under every arm."""
+    idx = arm.astype(np.int64).reshape(arm.shape + (1,) * (x.ndim - 2))
+    return np.take_along_axis(x, idx, axis=2)[:, :, 0]
+
+
+def last_entry(entry: np.ndarray) -> np.ndarray:
+    """(R,) calendar month of the last randomization; NaN in a replicate where nobody was randomized
+    (e.g. sites that never recruit), so its duration is NaN rather than -inf."""
+    enrolled = np.isfinite(entry)
+    last = np.where(enrolled, entry, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(enrolled.any(axis=1), last, np.nan)
