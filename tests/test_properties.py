@@ -1044,13 +1044,13 @@ def test_a_spending_setting_the_bound_solver_cannot_meet_is_refused_at_load(work
     assert design([0.4, 0.7, 1.0], 0.025, "obf", futility="hsd", beta=1e-12, futility_gamma=-2.0).drift < 20
 
 
-def test_sizes_numpy_cannot_allocate_are_a_memory_error_of_one_line(work):
-    """execute.py _failure: a sample size of 2**63 - 1 reached numpy as 'array is too big' (a ValueError) and
-    read as an internal error; like a MemoryError it now says that the chunk does not fit."""
+def test_sizes_numpy_cannot_allocate_are_refused_when_loaded(work):
+    """A sample size of 2**63 - 1 reached numpy as 'array is too big' (a ValueError) and read as an internal
+    error; the spec now bounds it, so the file is refused at load naming the key, before anything runs."""
     path = work / "protocols" / "t2d_hba1c.yaml"
     data = yaml.safe_load(path.read_text())
     data["sample_size"] = 2**63 - 1
     path.write_text(dump(data))
     result = run_cli(work, "run", "protocols/t2d_hba1c.yaml", "-n", "2", "-w", "0", "-q", "-o", "out/r.nc")
-    assert_refused(result, "not enough memory for one chunk", code=1)
+    assert_refused(result, "sample_size: Input should be less than or equal to 1000000")
     assert not (work / "out").exists()

@@ -74,14 +74,17 @@ def test_a_valid_sweep_still_validates_and_loads_every_point(tmp_path):
     assert api.validate(Path(__file__).parent.parent / "protocols" / "oncology_delayed_effect.yaml") == "trial"
 
 
-def test_a_bad_sweep_option_names_the_command_line_and_its_position_before_simulating(tmp_path):
+def test_a_bad_sweep_option_names_the_option_and_its_position_before_simulating(tmp_path):
     path = protocol(tmp_path)
     with pytest.raises(SpecError) as err:
         api.run(path, 2, sweep={"sample_size": [600, -3]}, progress=False)
-    assert (err.value.file, err.value.path) == ("command line", "--sweep sample_size[1]")
+    assert (err.value.file, err.value.path) == (str(path), "--sweep sample_size[1]")
     with pytest.raises(SpecError) as err:
         api.run(path, 2, sweep={"analysis.nope": [1, 2]}, progress=False)
-    assert (err.value.file, err.value.path) == ("command line", "--sweep analysis.nope")
+    assert (err.value.file, err.value.path) == (str(path), "--sweep analysis.nope")
+    with pytest.raises(SpecError) as err:
+        api.run(path, 2, sweep={"arms.active.effects.0.hazard_ratoi": [0.7, 0.8]}, progress=False)
+    assert (err.value.path, err.value.reason) == ("--sweep arms.active.effects.0.hazard_ratoi", "unknown key")
 
 
 def test_validate_and_run_print_the_same_one_line_error_for_a_bad_sweep(tmp_path):

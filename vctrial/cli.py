@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from vctrial.errors import SpecError
@@ -572,6 +573,19 @@ def _log_to_stderr(quiet: bool) -> None:
     log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+def _runtime_warnings_to_debug_log(show):
+    """A ``warnings.showwarning`` that logs RuntimeWarnings (numpy's NaN and inf notes) at debug level and
+    passes every other warning to ``show``."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RuntimeWarning):
+            logging.getLogger("vctrial").debug("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def _one_line(err: Exception) -> str:
     """An error as one line: reasons quoting a library's message may hold line breaks."""
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
@@ -584,7 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _log_to_stderr(getattr(args, "quiet", False))
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the caller's warning handling when the command ends
+            if not sys.warnoptions:  # an explicit -W or PYTHONWARNINGS keeps Python's own handling
+                # last resort only: the computations known to give NaN or inf (degenerate replicates) do so
+                # without warnings; any numpy RuntimeWarning left goes to the debug log, not the terminal
+                warnings.showwarning = _runtime_warnings_to_debug_log(warnings.showwarning)
+            return args.func(args)
     except SpecError as err:
         print(f"vctrial: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_SPEC

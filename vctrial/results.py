@@ -520,6 +520,8 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     Columns: value, lower, upper (95% Monte Carlo interval where it applies).
     """
     ds = point(ds)
+    if "comparison" in ds.dims:
+        return _multiarm_summary(ds)
     n = ds.sizes["replicate"]
     rows: list[tuple[str, float, float, float]] = []
     reject = ds["reject"].values.astype(bool)
@@ -585,6 +587,39 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
         rows.append(("imbalance |active - share| (mean)", float(np.abs(ds["imbalance"].values).mean()), np.nan, np.nan))
     if "max_stratum_imbalance" in ds:
         rows.append(("max stratum imbalance (max)", float(ds["max_stratum_imbalance"].values.max()), np.nan, np.nan))
+    return pd.DataFrame(rows, columns=["quantity", "value", "lower", "upper"]).set_index("quantity")
+
+
+def _multiarm_summary(ds: xr.Dataset) -> pd.DataFrame:
+    """Operating characteristics of a trial with three or more arms: the family-wise error rate or the
+    disjunctive power (any comparison rejected), the conjunctive power (every effective arm rejected),
+    then each comparison's rows (its power or type I error, harm, estimate, bias, coverage) prefixed by
+    the active arm's name, then the rows shared by the comparisons (duration, events, patients)."""
+    n = ds.sizes["replicate"]
+    reject = ds["reject"].transpose("replicate", "comparison").values.astype(bool)
+    C = reject.shape[1]
+    null = (ds["comparison_null"].values.astype(bool) if "comparison_null" in ds.coords else np.zeros(C, bool))
+    rows: list[tuple[str, float, float, float]] = []
+
+    def share(hits: np.ndarray) -> tuple[float, float, float]:
+        return (float(hits.mean()), *binomial_interval(int(hits.sum()), n))
+
+    if null.all():
+        rows.append(("family-wise error rate (any rejected)", *share(reject.any(axis=1))))
+    else:
+        rows.append(("disjunctive power (any rejected)", *share(reject.any(axis=1))))
+        rows.append(("conjunctive power (all effective rejected)", *share(reject[:, ~null].all(axis=1))))
+        if null.any():
+            rows.append(("family-wise error rate (null arms)", *share(reject[:, null].any(axis=1))))
+    common = None
+    for i, name in enumerate(ds["comparison"].values):
+        one = ds.isel(comparison=i, drop=True)
+        one.attrs = {**ds.attrs, "null_effect": int(null[i])}
+        table = summarize(one)
+        cut = list(table.index).index("CI coverage of true effect") + 1
+        rows.extend((f"{name}: {q}", *table.iloc[k].values) for k, q in enumerate(table.index[:cut]))
+        common = table.iloc[cut:]
+    rows.extend((q, *common.loc[q].values) for q in common.index)
     return pd.DataFrame(rows, columns=["quantity", "value", "lower", "upper"]).set_index("quantity")
 
 
@@ -667,9 +702,14 @@ def format_summary(ds: xr.Dataset) -> str:
     lines = [f"{ds.attrs.get('protocol_name', '')}: {ds.sizes['replicate']} replicates, seed {ds.attrs.get('seed')}",
              f"endpoint: {ds.attrs.get('endpoint')}; effect: {ds.attrs.get('effect_measure')}",
              f"analysis: {ds.attrs.get('analysis')}, {ds.attrs.get('sided')}-sided alpha {ds.attrs.get('alpha')}"]
+    width = 32
+    if "comparison" in ds.dims:  # several arms: the comparisons and their adjustment
+        lines.append(f"comparisons with {ds['arm'].values[0]}: {', '.join(map(str, ds['comparison'].values))}; "
+                     f"multiplicity: {ds.attrs.get('multiplicity', 'none')}")
+        width = max(width, *(len(q) for q in table.index))
     for name, row in table.iterrows():
         interval = "" if np.isnan(row["lower"]) else f"   (95% MC interval {row['lower']:.4g} to {row['upper']:.4g})"
-        lines.append(f"  {name:<32s} {row['value']:>10.4g}{interval}")
+        lines.append(f"  {name:<{width}s} {row['value']:>10.4g}{interval}")
     return "\n".join(lines)
 
 

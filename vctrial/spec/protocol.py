@@ -521,6 +521,11 @@ class Analysis(StrictModel):
         "one side excludes the margin); equivalence: two one-sided tests (TOST), one at each margin. The level of "
         "one side is alpha (sided: one) or alpha/2 (sided: two). Methods logrank and cox (margin on the hazard "
         "ratio, Cox Wald test), rmst and ancova (margin on the difference)")
+    multiplicity: Literal["none", "bonferroni", "holm", "hochberg", "dunnett"] = Field(
+        "none", description="with three or more arms, how the comparisons of the active arms with the control are "
+        "adjusted to keep the family-wise error rate at alpha: none (each at alpha), bonferroni, holm (step-down), "
+        "hochberg (step-up), dunnett (single-step, exact multivariate normal with the correlation of the allocation "
+        "ratios); with two arms every choice is the unadjusted test")
     margin: float | tuple[float, float] | None = Field(
         None, description="noninferiority: the worst acceptable effect, on the estimate's scale (a hazard ratio "
         "> 1, e.g. 1.3; a difference > 0 when benefit is lower, < 0 when higher, and < 0 for an RMST difference); "
@@ -602,6 +607,13 @@ class Looks(StrictModel):
         return f
 
 
+MAX_ARMS = 6
+"""Most arms of a trial protocol: the control and up to five active arms, each compared with it."""
+
+MULTIARM_METHODS = ("logrank", "fleming_harrington", "rmst", "cox", "ancova")
+"""Analyses available with three or more arms (each active arm against the control, on the two arms' patients)."""
+
+
 class TrialProtocol(StrictModel):
     """A trial protocol file (``kind: trial``)."""
 
@@ -613,7 +625,9 @@ class TrialProtocol(StrictModel):
     sample_size: int = Field(ge=4, le=1_000_000, description="patients to randomize, all arms together (at most "
                              "1,000,000: one replicate's patients are simulated together)",
                              json_schema_extra={"unit": "patients"})
-    arms: list[Arm] = Field(min_length=2, max_length=2, description="control first, then active")
+    arms: list[Arm] = Field(min_length=2, max_length=MAX_ARMS, description="control first, then the active arms "
+                            f"(at most {MAX_ARMS}); with three or more, each active arm is compared with the control "
+                            "(analysis.multiplicity adjusts for the several comparisons)")
     randomization: Randomization = Field(Randomization(), description="how patients are allocated to arms")
     enrollment: Enrollment = Field(description="when patients enter: uniform accrual or sites")
     follow_up: FollowUp = Field(description="when the analysis happens: fixed or event-driven follow-up")
@@ -633,8 +647,11 @@ class TrialProtocol(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> TrialProtocol:
-        if self.arms[0].name == self.arms[1].name:
-            raise ValueError("arms: duplicate arm name")
+        names = [a.name for a in self.arms]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"arms[{i}].name: duplicate arm name {name!r}")
+        self._check_multiarm()
         if self.arms[0].effects:
             raise ValueError("arms[0].effects: the first arm is the control and takes no effects")
         tte = self.endpoint.type == "time_to_event"
@@ -691,6 +708,25 @@ class TrialProtocol(StrictModel):
             if not key or not values:
                 raise ValueError(f"sweep: {key!r} needs a non-empty list of values")
         return self
+
+    def _check_multiarm(self) -> None:
+        """Three or more arms: fixed superiority designs of the analyses that compare each active arm with
+        the control (others are not available yet)."""
+        a = self.analysis
+        if len(self.arms) == 2:
+            return
+        many = f"with {len(self.arms)} arms"
+        if self.endpoint.type not in ("time_to_event", "biomarker_change"):
+            raise ValueError(f"endpoint.type: {many} the endpoint must be time_to_event or biomarker_change, not "
+                             f"{self.endpoint.type} (several arms are not available yet for it)")
+        if a.method not in MULTIARM_METHODS:
+            raise ValueError(f"analysis.method: {many} the analysis is one of {', '.join(MULTIARM_METHODS)}, not "
+                             f"{a.method}")
+        if self.looks is not None:
+            raise ValueError(f"looks: {many} only fixed designs are available (multi-arm multi-stage designs are "
+                             "not); remove looks")
+        if a.hypothesis != "superiority":
+            raise ValueError(f"analysis.hypothesis: {many} only superiority is available, not {a.hypothesis}")
 
     def _check_endpoint_options(self) -> None:
         """Stratification, covariates and the binary measure fit the endpoint and method."""
@@ -866,8 +902,12 @@ class Protocol:
 
     @property
     def is_null(self) -> bool:
-        """True when the active arm has no effect at all (then rejections are type I errors)."""
-        for e in self.spec.arms[1].effects:
+        """True when no active arm has any effect (the global null: then rejections are type I errors)."""
+        return all(self.arm_is_null(a) for a in range(1, len(self.spec.arms)))
+
+    def arm_is_null(self, index: int) -> bool:
+        """True when arm ``index`` has no effect at all (its comparison with the control is under the null)."""
+        for e in self.spec.arms[index].effects:
             if isinstance(e, HazardEffect) and (e.hazard_ratio != 1.0
                                                 or any(p.hazard_ratio != 1.0 for p in getattr(e, "piecewise", []))):
                 return False

@@ -20,6 +20,7 @@ from vctrial.trial.sites import site_labels
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "statistic": ((), "1", "test statistic (log-rank z or ANCOVA t; negative favours the active arm when lower is better)"),
     "p_value": ((), "1", "p-value"),
+    "p_adjusted": ((), "1", "p-value adjusted for the several comparisons with the control (analysis.multiplicity)"),
     "reject": ((), "1", "null hypothesis rejected at the protocol's alpha in the favourable direction"),
     "harm": ((), "1", "significant in the unfavourable direction (the harmful side of the test, at the level of one side)"),
     "estimate": ((), "{unit}", "estimated {effect}"),
@@ -64,6 +65,10 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "dispersion": ((), "1", "negative binomial dispersion alpha (Var = mu + alpha mu^2; 0: not over-dispersed)"),
 }
 
+PER_COMPARISON = ("statistic", "p_value", "p_adjusted", "estimate", "ci_lower", "ci_upper", "log_hr_se", "true_effect",
+                  "reject", "harm")
+"""Variables that a trial with three or more arms has once per comparison (dimension ``comparison``)."""
+
 FLAGS = {"stop_reason": ([0, 1, 2], "final efficacy futility")}
 
 
@@ -96,6 +101,8 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
     data_vars = {}
     for name, values in arrays.items():
         dims, units, long_name = VARIABLES[name]
+        if len(spec.arms) > 2 and name in PER_COMPARISON:
+            dims = ("comparison",) + dims
         dims = ("replicate",) + tuple("step_month" if (d == "month" and name == "occupancy") else d for d in dims)
         attrs = {"units": units.format(unit=unit, biomarker_unit=bio_unit, info="events" if tte else "patients"),
                  "long_name": long_name.format(effect=effect)}
@@ -107,6 +114,11 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
     if "biomarker_mean" in arrays:
         coords["visit_month"] = ("visit_month", [0.0, spec.endpoint.visit_month], {"units": "months"})
     coords["step_month"] = ("step_month", np.arange(steps) * dt, {"units": "months", "long_name": "time since randomization"})
+    if len(spec.arms) > 2:
+        coords["comparison"] = ("comparison", [a.name for a in spec.arms[1:]],
+                                {"long_name": f"active arm compared with the control ({spec.arms[0].name})"})
+        coords["comparison_null"] = ("comparison", [int(protocol.arm_is_null(j)) for j in range(1, len(spec.arms))],
+                                     {"long_name": "the active arm has no effect (its rejections are type I errors)"})
     if spec.looks is not None:
         K = len(spec.looks.information_fractions)
         coords["look"] = ("look", np.arange(1, K + 1), {"long_name": "analysis number (the last is the final analysis)"})
@@ -131,6 +143,7 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         "sided": spec.analysis.sided,
         "null_effect": int(protocol.is_null),
         "hypothesis": spec.analysis.hypothesis,
+        **({"multiplicity": spec.analysis.multiplicity} if len(spec.arms) > 2 else {}),
         "Conventions": "CF-1.8",
     })
     if spec.analysis.margin is not None:

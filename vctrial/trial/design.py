@@ -116,8 +116,8 @@ def sweep_axes(path: str | Path, cli: list[tuple[str, list[Any]]] | None = None)
         out[name] = (key, values)
     points = math.prod(len(v) for _, v in out.values())
     if points > MAX_SWEEP_POINTS:
-        file = str(path) if all(declared.get(k) == v for k, v in out.values()) else "command line"
-        raise SpecError(file, "sweep" if file == str(path) else "--sweep",
+        declared_only = all(declared.get(k) == v for k, v in out.values())
+        raise SpecError(str(path), "sweep" if declared_only else "--sweep",
                         f"{points:,} points ({' x '.join(str(len(v)) for _, v in out.values())}); at most "
                         f"{MAX_SWEEP_POINTS:,} in one run (split the sweep over several runs)")
     return out
@@ -138,10 +138,11 @@ def _declared(path: str | Path, data: Any) -> dict[str, list[Any]]:
 
 
 def _where(path: str | Path, declared: dict[str, list[Any]], key: str, values: list[Any]) -> tuple[str, str]:
-    """(file, key path) naming a sweep axis in errors: ``sweep.KEY`` of the file, or ``--sweep KEY``."""
+    """(file, key path) naming a sweep axis in errors: ``sweep.KEY`` of the file, or ``--sweep KEY`` (an option
+    of the command line, applied to that file)."""
     if declared.get(key) == values:
         return str(path), f"sweep.{key}"
-    return "command line", f"--sweep {key}"
+    return str(path), f"--sweep {key}"
 
 
 def sweep_protocols(path: str | Path, axes: dict[str, tuple[str, list[Any]]],
@@ -149,7 +150,7 @@ def sweep_protocols(path: str | Path, axes: dict[str, tuple[str, list[Any]]],
     """Every point of the sweep loaded and validated (C order over the axes), ``base`` overrides under them.
 
     Each value is first checked alone, so that an error names its axis and position (``sweep.KEY[i]``, or
-    ``--sweep KEY[i]`` for a value of the command line); then every combination, since values valid alone
+    ``--sweep KEY[i]`` for a value of a --sweep option); then every combination, since values valid alone
     may not fit together (an error then names the point).
     """
     data = read_yaml(path)
@@ -177,7 +178,7 @@ def sweep_protocols(path: str | Path, axes: dict[str, tuple[str, list[Any]]],
         ((key, values),) = axes.values()
         return [singles[key, i] for i in range(len(values))]
     keys = [k for k, _ in axes.values()]
-    files = {_where(path, declared, k, v)[0] for k, v in axes.values()}
+    declared_only = all(_where(path, declared, k, v)[1].startswith("sweep.") for k, v in axes.values())
     points = []
     for combo in itertools.product(*(v for _, v in axes.values())):
         point = dict(zip(keys, combo))
@@ -185,15 +186,16 @@ def sweep_protocols(path: str | Path, axes: dict[str, tuple[str, list[Any]]],
             points.append(load_point(point))
         except SpecError as exc:
             at = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in point.items())
-            raise SpecError(str(path) if files == {str(path)} else "command line",
-                            "sweep" if files == {str(path)} else "--sweep",
+            raise SpecError(str(path), "sweep" if declared_only else "--sweep",
                             f"the point {at}: {_cause(exc, path, None)}") from None
     return points
 
 
 def _same_key(error_path: str, key: str) -> bool:
-    """Whether an error's key path (``arms[1].name``) is the swept dotted key (``arms.1.name``)."""
-    return re.sub(r"\[(\d+)\]", r".\1", error_path) == key
+    """Whether an error's key path (``arms[1].name``) is the swept dotted key (``arms.1.name``, or ``arms.active.name``
+    with the list item named)."""
+    got, want = re.sub(r"\[(\d+)\]", r".\1", error_path).split("."), key.split(".")
+    return len(got) == len(want) and all(g == w or (g.isdigit() and not w.isdigit()) for g, w in zip(got, want))
 
 
 def _cause(exc: SpecError, path: str | Path, key: str | None) -> str:

@@ -38,16 +38,6 @@ def analysis_covariates(protocol: Protocol, cohort) -> np.ndarray | None:
     return np.stack([cohort.column(name) for name in names], axis=2)
 
 
-def _assigned(x: np.ndarray, arm: np.ndarray) -> np.ndarray:
-    """(R, n, ...) values under each patient's own arm from (R, n, A, ...)."""
-    idx = arm.astype(np.int64).reshape(arm.shape + (1,) * (x.ndim - 2))
-    return np.take_along_axis(x, idx, axis=2)[:, :, 0]
-
-
-def _last_entry(entry: np.ndarray) -> np.ndarray:
-    enrolled = np.isfinite(entry)
-    last = np.where(enrolled, entry, -np.inf).max(axis=1, initial=-np.inf)
-    return np.where(enrolled.any(axis=1), last, np.nan)
 
 
 def _per_arm(mask: np.ndarray, arm: np.ndarray, A: int, values: np.ndarray | None = None) -> np.ndarray:
@@ -74,13 +64,13 @@ def binary_data(trial, seed: int, replicates) -> tuple[np.ndarray, np.ndarray, n
     ep = protocol.spec.endpoint
     arm, enrolled = trial.arm, trial.enrolled
     death_all = trial.paths.death_time
-    death = _assigned(death_all, arm)
+    death = observation.assigned(death_all, arm)
     if ep.biomarker is None:  # event by a time
         names = list(protocol.disease.event_names)
         t_all = observation.endpoint_times(trial.paths.first_time, np.array([names.index(e) for e in ep.events],
                                                                             np.int64))
         y_all = t_all <= ep.by_month
-        y = _assigned(y_all, arm)
+        y = observation.assigned(y_all, arm)
         lost = np.minimum(trial.dropout, death)
         include = enrolled & (y | (lost > ep.by_month))
         known = np.ones(y_all.shape, bool)  # lost only to death, which (without the event) is a 0
@@ -91,7 +81,7 @@ def binary_data(trial, seed: int, replicates) -> tuple[np.ndarray, np.ndarray, n
                                      replicates)[:, :, :, j, 1]
         with np.errstate(invalid="ignore"):
             y_all = observed < ep.below if ep.below is not None else observed > ep.above
-        y = _assigned(y_all, arm)
+        y = observation.assigned(y_all, arm)
         include = enrolled & (trial.dropout > ep.visit_month) & (death > ep.visit_month)
         known = (death_all > ep.visit_month) & np.isfinite(observed)
     return y, include, y_all, known
@@ -116,7 +106,7 @@ def binary_outcome(trial, seed: int, replicates) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         out["outcome_proportion"] = out["n_events"] / out["n_analysed"]
     out["n_enrolled"] = _per_arm(enrolled, arm, A)
-    out["duration_months"] = _last_entry(trial.entry) + ep.month
+    out["duration_months"] = observation.last_entry(trial.entry) + ep.month
     return out
 
 
@@ -159,9 +149,9 @@ def count_data(trial) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
                         f"a simulated patient had {int(total.max())} of these events, more than the "
                         f"{ep.max_per_patient} kept; raise max_per_patient")
     duration = spec.follow_up.duration_months
-    follow = np.where(enrolled, np.minimum(np.minimum(trial.dropout, _assigned(trial.paths.death_time, arm)),
+    follow = np.where(enrolled, np.minimum(np.minimum(trial.dropout, observation.assigned(trial.paths.death_time, arm)),
                                            duration), 0.0)
-    times = _assigned(trial.paths.event_times, arm)  # (R, n, J)
+    times = observation.assigned(trial.paths.event_times, arm)  # (R, n, J)
     y = counts.event_counts(times, follow)
     return times, follow, y, enrolled & (follow > 0.0), total
 
@@ -201,7 +191,7 @@ def count_outcome(trial) -> dict[str, np.ndarray]:
         out["event_rate"] = out["n_events"] / years
     out["n_analysed"] = _per_arm(include, arm, A)
     out["n_enrolled"] = _per_arm(enrolled, arm, A)
-    out["duration_months"] = _last_entry(trial.entry) + duration
+    out["duration_months"] = observation.last_entry(trial.entry) + duration
     return out
 
 

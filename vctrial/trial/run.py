@@ -24,8 +24,8 @@ from scipy import stats
 from vctrial.cohort import start_arrays, synthesize
 from vctrial.disease import biomarker, multistate
 from vctrial.spec.protocol import BiomarkerEffect, CutStratum, HazardEffect, Protocol
-from vctrial.trial import (analysis, conduct, endpoints, enrollment, estimation, nph, observation, randomization,
-                           sequential, sites)
+from vctrial.trial import (analysis, conduct, endpoints, enrollment, estimation, multiplicity, nph, observation,
+                           randomization, sequential, sites)
 from vctrial.trial.stratified import cox_adjusted, cox_hr_stratified, logrank_stratified
 
 KM_STEP_MONTHS = 1.0
@@ -65,6 +65,8 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
         out.update(_biomarker_change(trial, cohort, seed, replicates))
     if "reject" not in out:  # a fixed design (group-sequential paths decide at their looks)
         out.update(_decide(spec, out))
+        if len(spec.arms) > 2:  # several comparisons with the control: adjusted for multiplicity
+            out.update(multiplicity.decide(spec.analysis, [a.allocation for a in spec.arms], out))
     for key in [k for k in out if k.startswith("_")]:  # working values of the decision, not outputs
         del out[key]
     if spec.looks is not None:  # a trial stopped at an interim look randomizes no one after it
@@ -202,17 +204,6 @@ def _strata(protocol: Protocol, cohort, site_of, enrolled) -> np.ndarray | None:
     return np.where(enrolled, code, -1)
 
 
-def _assigned(x: np.ndarray, arm: np.ndarray) -> np.ndarray:
-    """(R, n) values under each patient's own arm from (R, n, A)."""
-    return np.take_along_axis(x, arm[..., None].astype(np.int64), axis=2)[..., 0]
-
-
-def _last_entry(entry: np.ndarray) -> np.ndarray:
-    """(R,) calendar month of the last randomization; NaN in a replicate where nobody was randomized
-    (e.g. sites that never recruit), so its duration is NaN rather than −inf."""
-    enrolled = np.isfinite(entry)
-    last = np.where(enrolled, entry, -np.inf).max(axis=1, initial=-np.inf)
-    return np.where(enrolled.any(axis=1), last, np.nan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +245,8 @@ def endpoint_data(trial: Trial, events: list[str]) -> tuple[np.ndarray, np.ndarr
     arm, and the time they are lost (dropout or death)."""
     codes = np.array([trial.protocol.disease.event_names.index(e) for e in events], np.int64)
     t_all = observation.endpoint_times(trial.paths.first_time, codes)
-    t_loss = np.minimum(trial.dropout, _assigned(trial.paths.death_time, trial.arm))
-    return t_all, _assigned(t_all, trial.arm), t_loss
+    t_loss = np.minimum(trial.dropout, observation.assigned(trial.paths.death_time, trial.arm))
+    return t_all, observation.assigned(t_all, trial.arm), t_loss
 
 
 def look_dates(trial: Trial, t_ep: np.ndarray, t_loss: np.ndarray) -> np.ndarray:
@@ -266,7 +257,7 @@ def look_dates(trial: Trial, t_ep: np.ndarray, t_loss: np.ndarray) -> np.ndarray
     if fu.type == "event_driven":
         return np.stack([observation.event_driven_dates(trial.entry, t_ep, t_loss, d, fu.max_duration_months)
                          for d in _event_targets(spec)], axis=1)
-    return (_last_entry(trial.entry) + fu.duration_months)[:, None]
+    return (observation.last_entry(trial.entry) + fu.duration_months)[:, None]
 
 
 def final_data(trial: Trial, events: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -310,9 +301,7 @@ def _tte_cut(trial: Trial, t_ep_all, t_ep, t_loss, date) -> dict[str, np.ndarray
     spec = trial.protocol.spec
     A = len(spec.arms)
     time, event, include = _cut_data(trial, t_ep, t_loss, date)
-    group = trial.arm.astype(np.int8)
-    res = _tte_tests(time, event, group, include, spec.analysis, trial.strata, trial.covariates)
-    # the same patients under both arms, followed to the same cut, lost only to competing death
+    # the same patients under every arm, followed to the same cut, lost only to competing death
     fu = spec.follow_up
     follow = (date[:, None] - trial.entry) if fu.type == "event_driven" else np.where(include, fu.duration_months, 0.0)
     cf_time, cf_event = [], []
@@ -322,11 +311,18 @@ def _tte_cut(trial: Trial, t_ep_all, t_ep, t_loss, date) -> dict[str, np.ndarray
         cf_event.append(e & include)
     n = trial.entry.shape[1]
     cf_group = np.broadcast_to(np.concatenate([np.zeros(n, np.int8), np.ones(n, np.int8)]), (trial.entry.shape[0], 2 * n)).copy()
-    cft, cfe, cfi = np.concatenate(cf_time, axis=1), np.concatenate(cf_event, axis=1), np.concatenate([include, include], axis=1)
-    if spec.analysis.method == "rmst":
-        res["true_effect"] = nph.rmst(cft, cfe, cf_group, cfi, tau=spec.analysis.tau_months).difference
-    else:
-        res["true_effect"] = np.exp(_finite_cox(analysis.cox_hr(cft, cfe, cf_group, cfi))[0])
+    cfi = np.concatenate([include, include], axis=1)
+
+    def compare(group, sub, j):  # arm j against the control (every arm at once with two arms)
+        res = _tte_tests(time, event, group, sub, spec.analysis, trial.strata, trial.covariates)
+        cft, cfe = np.concatenate([cf_time[0], cf_time[j]], axis=1), np.concatenate([cf_event[0], cf_event[j]], axis=1)
+        if spec.analysis.method == "rmst":
+            res["true_effect"] = nph.rmst(cft, cfe, cf_group, cfi, tau=spec.analysis.tau_months).difference
+        else:
+            res["true_effect"] = np.exp(_finite_cox(analysis.cox_hr(cft, cfe, cf_group, cfi))[0])
+        return res
+
+    res = multiplicity.by_comparison(trial.arm, include, A, compare)
     res["n_analysed"] = np.stack([(include & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
     res["n_events"] = np.stack([(event & (trial.arm == a)).sum(axis=1) for a in range(A)], axis=1)
     on_date = trial.entry <= date[:, None] if fu.type == "event_driven" else trial.enrolled
@@ -580,15 +576,24 @@ def _biomarker_change(trial: Trial, cohort, seed, replicates):
     true_all = trial.paths.marker_true
     observed = biomarker.observe(protocol.disease.biomarkers, true_all, months, seed, replicates)[:, :, :, j, :]
     true = true_all[:, :, :, j, :]
-    death = _assigned(trial.paths.death_time, arm)
+    death = observation.assigned(trial.paths.death_time, arm)
     include = (trial.dropout > ep.visit_month) & (death > ep.visit_month) & trial.enrolled
     y0 = observed[:, :, 0, 0]  # baseline is measured before treatment: the same in every arm
-    y1 = _assigned(observed[:, :, :, 1], arm)
+    y1 = observation.assigned(observed[:, :, :, 1], arm)
     change_true = true[:, :, :, 1] - true[:, :, :, 0]
     truth = (change_true[:, :, 1] - change_true[:, :, 0]).mean(axis=1)
     visit_date = entry + ep.visit_month
-    final_date = _last_entry(entry) + ep.visit_month
-    if spec.looks is None:
+    final_date = observation.last_entry(entry) + ep.visit_month
+    if spec.looks is None and A > 2:  # each active arm against the control, on those two arms' patients
+        res = multiplicity.by_comparison(arm, include, A, lambda g, sub, j: {
+            **_ancova_cut(spec, y1 - y0, y0, g, sub, trial.enrolled),
+            "true_effect": (change_true[:, :, j] - change_true[:, :, 0]).mean(axis=1)})
+        res.pop("z_benefit")
+        res["n_analysed"] = np.stack([(include & (arm == a)).sum(axis=1) for a in range(A)], axis=1)
+        res["n_enrolled"] = np.stack([(trial.enrolled & (arm == a)).sum(axis=1) for a in range(A)], axis=1)
+        res["duration_months"] = final_date
+        stop = None
+    elif spec.looks is None:
         res = _ancova_cut(spec, y1 - y0, y0, arm, include, trial.enrolled)
         res.pop("z_benefit")
         res["true_effect"] = truth
@@ -598,7 +603,7 @@ def _biomarker_change(trial: Trial, cohort, seed, replicates):
         res, stop = _sequential_biomarker(spec, y1 - y0, y0, arm, include, trial.enrolled, visit_date, truth)
     cut = include if stop is None else include & (visit_date <= res["duration_months"][:, None])
     res["biomarker_mean"] = np.stack([_mean_over_patients(np.where((cut & (arm == a))[..., None],
-                                                                   _assigned_visits(observed, arm), np.nan))
+                                                                   observation.assigned(observed, arm), np.nan))
                                       for a in range(A)], axis=1)
     return res
 
@@ -669,11 +674,6 @@ def _mean_over_patients(values: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(seen, values, 0.0).sum(axis=1) / seen.sum(axis=1)
 
-
-def _assigned_visits(values: np.ndarray, arm: np.ndarray) -> np.ndarray:
-    """(R, n, V) from (R, n, A, V) under each patient's own arm."""
-    idx = arm[..., None, None].astype(np.int64)
-    return np.take_along_axis(values, idx, axis=2)[:, :, 0, :]
 
 
 def _critical(level: float) -> float:
