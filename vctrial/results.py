@@ -850,7 +850,10 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 def _paired_quantities(ds: xr.Dataset) -> dict[str, np.ndarray]:
     """Per-replicate quantities whose paired differences a comparison reports."""
-    q = {"rejection rate": ds["reject"].values.astype(float)}
+    reject = ds["reject"]
+    if "comparison" in reject.dims:  # several arms: any comparison rejected (the disjunctive power)
+        reject = reject.any("comparison")
+    q = {"rejection rate": reject.values.astype(float)}
     est = ds["estimate"].values.astype(float)
     q[f"estimate (log {ratio_abbreviation(ds)})" if is_ratio(ds) else "estimate"] = np.log(est) if is_ratio(ds) else est
     q["duration (months)"] = ds["duration_months"].values.astype(float)
@@ -920,7 +923,7 @@ def sweep_table(ds: xr.Dataset, dims: list[str]) -> pd.DataFrame:
     for values in index:
         p = point(ds.sel(dict(zip(dims, values if isinstance(values, tuple) else (values,)))))
         n = p.sizes["replicate"]
-        rej = p["reject"].values.astype(bool)
+        rej = (p["reject"].any("comparison") if "comparison" in p["reject"].dims else p["reject"]).values.astype(bool)
         lo, hi = binomial_interval(int(rej.sum()), n)
         q = _paired_quantities(p)
         rows.append({"null": int(p.attrs.get("null_effect", 0)), "rejection rate": rej.mean(), "lower": lo, "upper": hi,
