@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from vctrial.trial.analysis import _include, _zero_one
-from vctrial.trial.stratified import _strata_codes, centre_columns, spd_solve
+from vctrial.trial.stratified import _drop_inactive, _strata_codes, centre_columns, spd_solve
 
 __all__ = ["BinaryEffect", "LogisticFit", "chi_square", "cmh", "logistic", "risk_effect", "tables"]
 
@@ -228,13 +228,7 @@ def _logistic_one(x, y, include, max_iter, tol):
     ll, score, info = _logistic_eval(beta, x, y, include)
     converged = False
     for _ in range(max_iter):
-        for j in range(P):
-            if not active[j]:
-                score[j] = 0.0
-                for k in range(P):
-                    info[j, k] = 0.0
-                    info[k, j] = 0.0
-                info[j, j] = 1.0
+        _drop_inactive(score, info, active)
         ok, step, _ = spd_solve(info, score)
         if not ok:
             break
@@ -256,12 +250,7 @@ def _logistic_one(x, y, include, max_iter, tol):
         beta, ll, score, info = new, new_ll, new_score, new_info
     if not converged:
         return nan, nan, False
-    for j in range(P):
-        if not active[j]:
-            for k in range(P):
-                info[j, k] = 0.0
-                info[k, j] = 0.0
-            info[j, j] = 1.0
+    _drop_inactive(score, info, active)  # (the score is not used again)
     ok, _, var11 = spd_solve(info, np.zeros(P), 1)
     if not ok:
         return nan, nan, False
