@@ -528,6 +528,8 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     label = "type I error" if int(ds.attrs.get("null_effect", 0)) else "power"
     if ds.attrs.get("hypothesis", "superiority") != "superiority":  # its null is the margin, not no effect
         label = f"{ds.attrs['hypothesis']} shown"
+    if int(ds.attrs.get("assurance", 0)):
+        label = "assurance (probability of success)"
     lo, hi = binomial_interval(int(reject.sum()), n)
     rows.append((label, reject.mean(), lo, hi))
     if "harm" in ds:

@@ -34,15 +34,15 @@ class HazardEffect(StrictModel):
     """Multiplies the hazard of one named transition of the disease model.
 
     ``hazard_ratio_ci`` (optional, e.g. a published 95% interval) makes the hazard ratio uncertain:
-    the patient twin draws it per parameter draw from a lognormal centred on ``hazard_ratio``
-    whose central 95% spans the interval.
+    the patient twin draws it per parameter draw, and a trial with ``analysis.assurance`` per
+    replicate, from a lognormal centred on ``hazard_ratio`` whose central 95% spans the interval.
     """
 
     transition: str = Field(description="name of the disease transition whose hazard is multiplied")
     hazard_ratio: float = Field(gt=0.0, description="multiplier of the transition's hazard (< 1: fewer events)")
     hazard_ratio_ci: tuple[float, float] | None = Field(
         None, description="95% confidence interval [lower, upper] around hazard_ratio; used by the patient twin "
-        "(parameter uncertainty), ignored by trial simulation")
+        "(parameter uncertainty) and by trials with analysis.assurance (drawn per replicate), else ignored")
 
     @pydantic.field_validator("hazard_ratio_ci", mode="before")
     @classmethod
@@ -521,6 +521,11 @@ class Analysis(StrictModel):
         "one side excludes the margin); equivalence: two one-sided tests (TOST), one at each margin. The level of "
         "one side is alpha (sided: one) or alpha/2 (sided: two). Methods logrank and cox (margin on the hazard "
         "ratio, Cox Wald test), rmst and ancova (margin on the difference)")
+    assurance: bool = Field(
+        False, description="draw every hazard ratio given with hazard_ratio_ci once per replicate (a lognormal whose "
+        "central 95% spans the interval; effects naming one parameter share the draw, correlated by "
+        "parameter_correlations), so that the rejection rate is the assurance, the probability of success averaged "
+        "over the uncertain effect, instead of the power at hazard_ratio")
     multiplicity: Literal["none", "bonferroni", "holm", "hochberg", "dunnett"] = Field(
         "none", description="with three or more arms, how the comparisons of the active arms with the control are "
         "adjusted to keep the family-wise error rate at alpha: none (each at alpha), bonferroni, holm (step-down), "
@@ -643,7 +648,7 @@ class TrialProtocol(StrictModel):
         [], description="correlations [name_a, name_b, rho] between the draws of named effect parameters (the "
         "effects' parameter key; each with a confidence interval), on the log hazard ratio or shift scale; "
         "|rho| < 1, pairs not listed are uncorrelated, and the correlation matrix must be positive definite; used "
-        "by the patient twin, ignored by trial simulation")
+        "by the patient twin and by trials with analysis.assurance")
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> TrialProtocol:
@@ -760,6 +765,26 @@ class TrialProtocol(StrictModel):
         if self.endpoint.type != "binary":
             return None
         return self.analysis.measure or ("odds_ratio" if self.analysis.method == "logistic" else "risk_difference")
+
+    @pydantic.model_validator(mode="after")
+    def _assurance(self) -> TrialProtocol:
+        """Assurance draws constant or delayed/waning hazard ratios with an interval; nothing else."""
+        if not self.analysis.assurance:
+            return self
+        uncertain = False
+        for a, arm in enumerate(self.arms):
+            for j, e in enumerate(arm.effects):
+                if isinstance(e, BiomarkerEffect) and e.shift_ci is not None:
+                    raise ValueError(f"arms[{a}].effects[{j}].shift_ci: analysis.assurance draws hazard ratios only; "
+                                     "give the biomarker shift without an interval")
+                if isinstance(e, HazardEffect) and e.hazard_ratio_ci is not None:
+                    if getattr(e, "piecewise", None):
+                        raise ValueError(f"arms[{a}].effects[{j}].hazard_ratio_ci: analysis.assurance cannot draw a "
+                                         "piecewise effect; give it without an interval")
+                    uncertain = True
+        if not uncertain:
+            raise ValueError("analysis.assurance: no effect gives hazard_ratio_ci, so there is nothing to draw")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _margins(self) -> TrialProtocol:

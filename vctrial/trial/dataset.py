@@ -143,6 +143,7 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         "sided": spec.analysis.sided,
         "null_effect": int(protocol.is_null),
         "hypothesis": spec.analysis.hypothesis,
+        **({"assurance": 1} if spec.analysis.assurance else {}),
         **({"multiplicity": spec.analysis.multiplicity} if len(spec.arms) > 2 else {}),
         "Conventions": "CF-1.8",
     })

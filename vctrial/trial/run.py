@@ -24,8 +24,8 @@ from scipy import stats
 from vctrial.cohort import start_arrays, synthesize
 from vctrial.disease import biomarker, multistate
 from vctrial.spec.protocol import BiomarkerEffect, CutStratum, HazardEffect, Protocol
-from vctrial.trial import (analysis, conduct, endpoints, enrollment, estimation, multiplicity, nph, observation,
-                           randomization, sequential, sites)
+from vctrial.trial import (analysis, assurance, conduct, endpoints, enrollment, estimation, multiplicity, nph,
+                           observation, randomization, sequential, sites)
 from vctrial.trial.stratified import cox_adjusted, cox_hr_stratified, logrank_stratified
 
 KM_STEP_MONTHS = 1.0
@@ -116,7 +116,10 @@ def simulate_patients(protocol: Protocol, seed: int, replicates: np.ndarray, rec
     markers = _markers(protocol, cohort, (R, n), seed, replicates, record_steps)
     start, months_in_state = start_arrays(protocol.cohort, cohort, list(model.state_names), model.initial_state)
     record_events, max_records = endpoints.recorded_events(protocol)
-    paths = multistate.simulate(model, rate, hazard_ratios(protocol, steps), age, female, steps, seed, replicates,
+    hr = hazard_ratios(protocol, steps)
+    if spec.analysis.assurance:  # each replicate at its own draw of the uncertain effects
+        hr = assurance.sampled_hazard_ratios(protocol, hr, seed, replicates)
+    paths = multistate.simulate(model, rate, hr, age, female, steps, seed, replicates,
                                 switching=switches, markers=markers, start_state=start,
                                 start_months_in_state=months_in_state, record_events=record_events,
                                 max_records=max_records)
