@@ -108,3 +108,60 @@ def test_the_summary_calls_it_assurance(tmp_path):
                            str(tmp_path / "r.nc")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "assurance (probability of success)" in proc.stdout
+
+
+# --- the design calculator ------------------------------------------------------------------------
+
+def test_design_assurance_of_a_fixed_design_is_the_quadrature_of_schoenfeld_power():
+    from vctrial import api
+
+    d = api.design("survival", hazard_ratio="0.75", hazard_ratio_ci=f"{CI[0]},{CI[1]}", method="schoenfeld")
+    assert d.assurance == pytest.approx(schoenfeld_assurance(d.events_round, 0.025), abs=1e-6)
+    assert d.assurance < d.power_rounded
+
+
+def test_design_assurance_of_a_group_sequential_design_matches_simulated_z_paths():
+    """Three O'Brien-Fleming looks: draw log HR from the interval, then the canonical Z process with that
+    drift (independent increments, numpy), stopped at the design's bounds: the share that crosses an
+    efficacy bound within the exact binomial region of the calculated assurance."""
+    from vctrial import api
+
+    d = api.design("survival", hazard_ratio="0.75", hazard_ratio_ci=f"{CI[0]},{CI[1]}", method="schoenfeld",
+                   looks="3")
+    s = d.seq
+    n = 200_000
+    g = np.random.default_rng(20261206)
+    log_hr = math.log(0.75) + SD * g.standard_normal(n)
+    info = d.events_round * 0.25 * np.asarray(s.fractions)  # Schoenfeld information at each look
+    increments = np.diff(np.r_[0.0, info])
+    score = np.cumsum(-log_hr[:, None] * increments + np.sqrt(increments) * g.standard_normal((n, len(info))), axis=1)
+    z = score / np.sqrt(info)
+    crossed = (z >= s.efficacy).any(axis=1)  # futility is non-binding: power counts every efficacy crossing
+    assert_binomial(int(crossed.sum()), n, d.assurance, what="group-sequential assurance")
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["--hazard-ratio-ci", "0.8,1.0"], "must be LOWER,UPPER around the hazard ratio 0.75"),
+    (["--hazard-ratio-ci", "0.5"], "must be LOWER,UPPER around the hazard ratio 0.75"),
+    (["--hazard-ratio", "1,0.75", "--hazard-ratio-breaks", "3", "--hazard-ratio-ci", "0.5,1"], "one hazard ratio"),
+])
+def test_design_assurance_bad_input_is_one_line(args, reason):
+    base = ["--control-median", "12", "--accrual-duration", "12", "--study-duration", "36"]
+    if "--hazard-ratio" not in args:
+        base += ["--hazard-ratio", "0.75"]
+    proc = subprocess.run([sys.executable, "-m", "vctrial.cli", "design", *base, *args], capture_output=True, text=True)
+    assert proc.returncode == 2 and reason in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.slow
+def test_design_writes_a_protocol_that_simulates_its_assurance(tmp_path):
+    from vctrial import api
+
+    d = api.design("survival", out=tmp_path / "d.yaml", verify=1000, seed=5, workers=0, progress=False,
+                   hazard_ratio="0.75", hazard_ratio_ci="0.56,1.0", control_median="12", accrual_duration="12",
+                   study_duration="36")
+    text = (tmp_path / "d.yaml").read_text()
+    assert "hazard_ratio_ci: [0.56, 1.0]" in text and "assurance: true" in text
+    v = d.verification
+    assert v.calculated == d.assurance
+    assert_binomial(round(v.simulated * v.replicates), v.replicates, d.assurance, what="simulated assurance")

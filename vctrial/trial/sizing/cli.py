@@ -10,8 +10,8 @@ from vctrial.trial.sizing.simulation import run_design
 #: option destinations passed to :func:`design` (values are parsed and checked there, so a mistake
 #: stops with one line naming the option)
 OPTIONS = ("alpha", "sided", "power", "allocation", "looks", "fractions", "spending", "gamma", "futility",
-           "futility_gamma", "hazard_ratio", "hazard_ratio_breaks", "control_median", "control_hazard",
-           "control_hazard_breaks", "dropout_rate", "dropout_breaks", "accrual_rate", "accrual_duration",
+           "futility_gamma", "hazard_ratio", "hazard_ratio_ci", "hazard_ratio_breaks", "control_median",
+           "control_hazard", "control_hazard_breaks", "dropout_rate", "dropout_breaks", "accrual_rate", "accrual_duration",
            "study_duration", "method", "information", "mean_difference", "sd", "sd_active", "dropout",
            "p_control", "p_active", "variance", "continuity", "visit_month")
 
@@ -39,6 +39,9 @@ def add_arguments(p) -> None:
     s.add_argument("--hazard-ratio", default=None, metavar="HR[,HR2,...]",
                    help="active/control hazard ratio; several values are pieces in time since randomization "
                         "(e.g. 1,0.6 with --hazard-ratio-breaks 4: an effect delayed 4 months)")
+    s.add_argument("--hazard-ratio-ci", default=None, metavar="LOWER,UPPER",
+                   help="a 95%% interval of the hazard ratio (e.g. from an earlier trial): also print the assurance, the "
+                        "power averaged over it; the written protocol then simulates it (analysis.assurance)")
     s.add_argument("--hazard-ratio-breaks", default=None, metavar="M1,...", help="months where the hazard ratio changes")
     s.add_argument("--control-median", default=None, metavar="M[,...]", help="median time to event under control "
                    "(months; exponential pieces)")

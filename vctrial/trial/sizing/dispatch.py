@@ -61,7 +61,7 @@ def design(endpoint: str = "survival", *, alpha=0.025, sided="one", power=0.9, a
     seq = sequential_design(k, t, alpha1, pw, spending, g, futility, fg)
     common = {"alpha": a, "sided": sided, "power": pw, "r": r, "weights": weights, "seq": seq}
     allowed = {
-        "survival": {"hazard_ratio", "hazard_ratio_breaks", "control_median", "control_hazard",
+        "survival": {"hazard_ratio", "hazard_ratio_ci", "hazard_ratio_breaks", "control_median", "control_hazard",
                      "control_hazard_breaks", "dropout_rate", "dropout_breaks", "accrual_rate", "accrual_duration",
                      "study_duration", "method", "information"},
         "continuous": {"mean_difference", "sd", "sd_active", "dropout"},

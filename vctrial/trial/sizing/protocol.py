@@ -108,6 +108,9 @@ def _survival_documents(d: Design, base, analysis, looks, notes):
     effect = {"transition": "event", "hazard_ratio": float(hrs[-1])}
     if len(hrs) > 1:
         effect["piecewise"] = _piece_list(hrs, hr_ends, "hazard_ratio")
+    if d.assurance is not None:  # the protocol simulates the assurance: a hazard ratio drawn per trial
+        effect["hazard_ratio_ci"] = list(d.params["hazard_ratio_ci"])
+        analysis = dict(analysis, assurance=True)
     T = d.duration
     horizon = float(math.ceil(max(2 * T, T + 24)))
     scale = d.n_round / d.n

@@ -57,6 +57,10 @@ def format_design(d: Design) -> str:
         lines.append(f"  sample size: {d.n_enrolled:.2f} -> {d.n_round} ({d.arms_round[0]} control, "
                      f"{d.arms_round[1]} active)")
     lines.append(f"  power at the rounded design: {d.power_rounded:.4f}")
+    if d.assurance is not None:
+        lo, hi = d.params["hazard_ratio_ci"]
+        lines.append(f"  assurance (probability of success, log hazard ratio normal over [{lo:g}, {hi:g}]): "
+                     f"{d.assurance:.4f}")
     info_name = "events" if d.endpoint == "survival" else "patients"
     head = f"  {'look':>4} {'fraction':>8} {info_name:>9}"
     if d.endpoint == "survival" and d.model is not None:
@@ -88,7 +92,8 @@ def format_design(d: Design) -> str:
     v = d.verification
     if v is not None:
         lines.append(f"verification: {v.replicates} simulated trials of {v.protocol} (seed {v.seed}), {v.statistic}")
-        lines.append(f"  calculated power {v.calculated:.4f}, simulated {v.simulated:.4f} "
+        what = "assurance" if d.assurance is not None else "power"
+        lines.append(f"  calculated {what} {v.calculated:.4f}, simulated {v.simulated:.4f} "
                      f"[95% Wilson interval {v.lower:.4f}, {v.upper:.4f}]: "
-                     + ("calculated power inside" if v.covered else "calculated power OUTSIDE the interval"))
+                     + (f"calculated {what} inside" if v.covered else f"calculated {what} OUTSIDE the interval"))
     return "\n".join(lines)

@@ -68,6 +68,7 @@ class Design:
     looks: list[Look] = field(default_factory=list)
     expected: dict[str, dict[str, float]] = field(default_factory=dict)
     power_rounded: float = math.nan
+    assurance: float | None = None  # with --hazard-ratio-ci: power averaged over the effect's interval
     notes: list[str] = field(default_factory=list)
     model: SurvivalModel | None = None
     accrual_rates: list[float] = field(default_factory=list)

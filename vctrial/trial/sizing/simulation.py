@@ -56,7 +56,7 @@ def verify(d: Design, protocol: str | Path, replicates: int, seed: int, exec_opt
                 + (", continuity corrected" if d.params["continuity"] else "") + ") on the simulated counts")
     else:
         reject = ds["reject"].values.astype(bool)
-        calc = d.power_rounded
+        calc = d.power_rounded if d.assurance is None else d.assurance
         what = "the protocol's " + ("log-rank test" if d.endpoint == "survival" else "ANCOVA t-test")
     k = int(reject.sum())
     lo, hi = binomial_interval(k, int(reject.size))

@@ -33,7 +33,39 @@ def _lf_variances(model: SurvivalModel, T: float, hr: float) -> tuple[float, flo
     return float(v0), float(v1), float(dc1.sum() + de1.sum())
 
 
-def design_survival(*, hazard_ratio=None, hazard_ratio_breaks=None, control_median=None, control_hazard=None,
+def design_survival(*, hazard_ratio_ci=None, common: dict, **options) -> Design:
+    """A time-to-event design (see the module docstring); with ``hazard_ratio_ci`` also its assurance."""
+    design = _design_point(common=common, **options)
+    if hazard_ratio_ci is not None:
+        hrs = _floats("--hazard-ratio", options.get("hazard_ratio"))
+        ci = _positive("--hazard-ratio-ci", _floats("--hazard-ratio-ci", hazard_ratio_ci))
+        if len(hrs) != 1:
+            raise _err("--hazard-ratio-ci", "assurance needs one hazard ratio (not pieces in time)")
+        if len(ci) != 2 or not ci[0] < hrs[0] < ci[1]:
+            raise _err("--hazard-ratio-ci", f"must be LOWER,UPPER around the hazard ratio {hrs[0]:g}, got {_show(ci)}")
+        design.inputs.append(("hazard ratio 95% interval", _show(ci)))
+        design.params["hazard_ratio_ci"] = (float(ci[0]), float(ci[1]))
+        design.assurance = assurance(design, hrs[0], (ci[0], ci[1]))
+    return design
+
+
+def assurance(design: Design, hr: float, ci: tuple[float, float], nodes: int = 64) -> float:
+    """The rounded design's probability of success averaged over log HR ~ N(log hr, sd²), sd from the 95%
+    interval ``ci`` (O'Hagan, Stevens & Campbell 2005): its information held fixed, the drift of the
+    final Z is that which gives its power at ``hr``, scaled by log HR / log hr; Gauss–Hermite quadrature.
+    Only rejections for benefit count (as the simulator's ``reject``)."""
+    s = design.seq
+    up = lambda delta: float(crossing(s.fractions, s.efficacy, s.futility, delta)[0].sum())  # noqa: E731
+    other = (lambda delta: float(special.ndtr(-delta - s.efficacy[0]))) if design.sided == "two" and s.looks == 1 \
+        else (lambda delta: 0.0)
+    delta = optimize.brentq(lambda x: up(x) + other(x) - design.power_rounded, -5.0, 40.0, xtol=1e-12)
+    sd = (math.log(ci[1]) - math.log(ci[0])) / (2 * 1.959963984540054)
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-x²/2): a standard normal after / sqrt(2π)
+    scaled = delta * (math.log(hr) + sd * x) / math.log(hr)
+    return float(np.dot(w, [up(v) for v in scaled]) / math.sqrt(2 * math.pi))
+
+
+def _design_point(*, hazard_ratio=None, hazard_ratio_breaks=None, control_median=None, control_hazard=None,
                     control_hazard_breaks=None, dropout_rate=None, dropout_breaks=None, accrual_rate=None,
                     accrual_duration=None, study_duration=None, method=None, information="h0-h1",
                     common: dict) -> Design:
