@@ -473,6 +473,18 @@ METHODS = {"time_to_event": TTE_METHODS, "biomarker_change": ("ancova",),
            "binary": ("chi_square", "cmh", "logistic"), "count": ("negative_binomial", "lwyy")}
 
 
+class Graph(StrictModel):
+    """The graph of the graphical multiple-testing procedure (Bretz, Maurer, Brannath & Posch 2009): one
+    hypothesis per active arm (its comparison with the control), in arm order."""
+
+    weights: list[float] = Field(
+        description="initial weight of each comparison's hypothesis (its share of alpha), >= 0, summing to at "
+        "most 1")
+    transitions: list[list[float]] = Field(
+        description="transition matrix: row j gives the shares of hypothesis j's weight passed to the others once "
+        "it is rejected; entries in [0, 1], zero diagonal, each row summing to at most 1")
+
+
 class Analysis(StrictModel):
     """The primary analysis.
 
@@ -526,11 +538,15 @@ class Analysis(StrictModel):
         "central 95% spans the interval; effects naming one parameter share the draw, correlated by "
         "parameter_correlations), so that the rejection rate is the assurance, the probability of success averaged "
         "over the uncertain effect, instead of the power at hazard_ratio")
-    multiplicity: Literal["none", "bonferroni", "holm", "hochberg", "dunnett"] = Field(
+    multiplicity: Literal["none", "bonferroni", "holm", "hochberg", "dunnett", "graphical"] = Field(
         "none", description="with three or more arms, how the comparisons of the active arms with the control are "
         "adjusted to keep the family-wise error rate at alpha: none (each at alpha), bonferroni, holm (step-down), "
         "hochberg (step-up), dunnett (single-step, exact multivariate normal with the correlation of the allocation "
-        "ratios); with two arms every choice is the unadjusted test")
+        "ratios), graphical (the sequentially rejective graph of Bretz et al. 2009, given by graph); with two arms "
+        "every choice is the unadjusted test")
+    graph: Graph | None = Field(
+        None, description="multiplicity graphical: the hypothesis weights and transition matrix, one hypothesis "
+        "per active arm in arm order (required with graphical, refused otherwise)")
     margin: float | tuple[float, float] | None = Field(
         None, description="noninferiority: the worst acceptable effect, on the estimate's scale (a hazard ratio "
         "> 1, e.g. 1.3; a difference > 0 when benefit is lower, < 0 when higher, and < 0 for an RMST difference); "
@@ -718,6 +734,7 @@ class TrialProtocol(StrictModel):
         """Three or more arms: fixed superiority designs of the analyses that compare each active arm with
         the control (others are not available yet)."""
         a = self.analysis
+        self._check_graph()
         if len(self.arms) == 2:
             return
         many = f"with {len(self.arms)} arms"
@@ -732,6 +749,38 @@ class TrialProtocol(StrictModel):
                              "not); remove looks")
         if a.hypothesis != "superiority":
             raise ValueError(f"analysis.hypothesis: {many} only superiority is available, not {a.hypothesis}")
+
+    def _check_graph(self) -> None:
+        """analysis.graph: given exactly with multiplicity graphical, one hypothesis per active arm, weights and
+        transitions as Bretz et al. (2009) require."""
+        a, key = self.analysis, "analysis.graph"
+        if a.graph is None:
+            if a.multiplicity == "graphical":
+                raise ValueError(f"{key}: multiplicity graphical needs the graph (weights and transitions)")
+            return
+        if a.multiplicity != "graphical":
+            raise ValueError(f"{key}: only multiplicity graphical takes a graph (multiplicity is {a.multiplicity})")
+        C = len(self.arms) - 1
+        w, g = a.graph.weights, a.graph.transitions
+        if len(w) != C:
+            raise ValueError(f"{key}.weights: one weight per active arm ({C}), got {len(w)}")
+        for j, x in enumerate(w):
+            if x < 0:
+                raise ValueError(f"{key}.weights[{j}]: must be >= 0, got {x!r}")
+        if sum(w) > 1 + 1e-9:
+            raise ValueError(f"{key}.weights: must sum to at most 1, got {sum(w):g}")
+        if len(g) != C:
+            raise ValueError(f"{key}.transitions: a {C}x{C} matrix (one row per active arm), got {len(g)} rows")
+        for j, row in enumerate(g):
+            if len(row) != C:
+                raise ValueError(f"{key}.transitions[{j}]: {C} entries (one per active arm), got {len(row)}")
+            for k, x in enumerate(row):
+                if not 0 <= x <= 1:
+                    raise ValueError(f"{key}.transitions[{j}][{k}]: must be in [0, 1], got {x!r}")
+            if row[j] != 0:
+                raise ValueError(f"{key}.transitions[{j}][{j}]: the diagonal must be 0, got {row[j]!r}")
+            if sum(row) > 1 + 1e-9:
+                raise ValueError(f"{key}.transitions[{j}]: a row must sum to at most 1, got {sum(row):g}")
 
     def _check_endpoint_options(self) -> None:
         """Stratification, covariates and the binary measure fit the endpoint and method."""

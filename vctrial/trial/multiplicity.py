@@ -16,6 +16,14 @@ favourable), which keeps the family-wise error rate at alpha.
   product form rho_jk = f_j f_k, so the distribution of the maximum is an exact one-dimensional integral,
   evaluated deterministically and vectorised over replicates (the tests check it against scipy's
   multivariate normal CDF and ``scipy.stats.dunnett``).
+- ``graphical``: the sequentially rejective graphical procedure of Bretz, Maurer, Brannath & Posch (2009,
+  Statistics in Medicine 28:586-604) with the protocol's ``analysis.graph``: initial weights w_j (summing to
+  at most 1) and a transition matrix G (g_jk: the share of H_j's weight passed to H_k once H_j is
+  rejected). Its adjusted p-values (the smallest level at which each hypothesis is rejected, Bretz et al.
+  2009, Section 3.2) come from Algorithm 1 run on the p-values themselves: repeatedly remove the hypothesis
+  with the smallest p_j / w_j, its adjusted p-value the running maximum of those ratios (capped at 1), and
+  update the remaining weights w_l += w_j g_jl and transitions g_lk = (g_lk + g_lj g_jk) / (1 - g_lj g_jl).
+  Weights 1/C with g_jk = 1/(C-1) give Holm; weight 1 on H_1 passed on down a chain gives the fixed sequence.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-PROCEDURES = ("none", "bonferroni", "holm", "hochberg", "dunnett")
+PROCEDURES = ("none", "bonferroni", "holm", "hochberg", "dunnett", "graphical")
 
 
 def many_to_one_correlation(weights: list[float] | np.ndarray) -> np.ndarray:
@@ -104,11 +112,59 @@ def dunnett_adjusted(p: np.ndarray, weights, sided: str = "one") -> np.ndarray:
     return np.where(np.isnan(p), np.nan, np.clip(adj, p, 1.0))
 
 
-def adjust(p: np.ndarray, method: str, weights: list[float] | None = None, sided: str = "one") -> np.ndarray:
+def graphical_adjusted(p: np.ndarray, weights, transitions) -> np.ndarray:
+    """Adjusted p-values of the graphical procedure (Bretz et al. 2009) for (R, C) p-values.
+
+    Args:
+        p: (R, C) p-values (no NaN).
+        weights: (C,) initial hypothesis weights, >= 0, summing to at most 1.
+        transitions: (C, C) transition weights in [0, 1], zero diagonal, rows summing to at most 1.
+
+    A loop of C steps, each vectorised over the replicates: in every replicate the remaining hypothesis
+    with the smallest p_j / w_j is removed (ties: the first), its adjusted p-value max(previous, p_j / w_j)
+    capped at 1 (a hypothesis whose weight stays 0 gets 1), and the graph is updated (Algorithm 1).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    R, C = p.shape
+    w0 = np.asarray(weights, dtype=np.float64)
+    g0 = np.asarray(transitions, dtype=np.float64)
+    if w0.shape != (C,) or g0.shape != (C, C):
+        raise ValueError(f"graph: needs {C} weights and a {C}x{C} transition matrix, got {w0.shape} and {g0.shape}")
+    w = np.broadcast_to(w0, (R, C)).copy()
+    g = np.broadcast_to(g0, (R, C, C)).copy()
+    active = np.ones((R, C), dtype=bool)
+    adj = np.ones((R, C))
+    running = np.zeros(R)
+    rows = np.arange(R)
+    for _ in range(C):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(active & (w > 0), p / w, np.inf)
+        # among the remaining (ratio inf when w = 0; past 1 the order no longer matters, every later one is 1)
+        j = np.argmin(np.where(active, np.minimum(ratio, 2.0), 3.0), axis=1)
+        running = np.maximum(running, np.minimum(ratio[rows, j], 1.0))
+        adj[rows, j] = running
+        active[rows, j] = False
+        g_to = g[rows, :, j]  # (R, C): g_lj, the share l passes to j
+        g_from = g[rows, j, :]  # (R, C): g_jk, the share j passes to k
+        w = np.where(active, w + w[rows, j][:, None] * g_from, 0.0)
+        denom = 1.0 - g_to * g_from  # 1 - g_lj g_jl, per l
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.where(denom[:, :, None] > 0,
+                         (g + g_to[:, :, None] * g_from[:, None, :]) / denom[:, :, None], 0.0)
+        keep = active[:, :, None] & active[:, None, :]
+        g = np.where(keep, g, 0.0)
+        g[:, np.arange(C), np.arange(C)] = 0.0
+    return adj
+
+
+def adjust(p: np.ndarray, method: str, weights: list[float] | None = None, sided: str = "one",
+           graph=None) -> np.ndarray:
     """Adjusted p-values (R, C) of the (R, C) p-values by ``method`` (see the module's docstring).
 
     NaN p-values (no test in that replicate) count as 1 for the others' adjustment and stay NaN.
-    ``weights`` are the arms' allocation weights (control first; needed by ``dunnett``).
+    ``weights`` are the arms' allocation weights (control first; needed by ``dunnett``); ``graph`` is the
+    ``graphical`` procedure's (hypothesis weights, transition matrix) pair, or an object with ``weights``
+    and ``transitions`` attributes (the protocol's ``analysis.graph``).
     """
     p = np.asarray(p, dtype=np.float64)
     if p.ndim != 2:
@@ -135,6 +191,11 @@ def adjust(p: np.ndarray, method: str, weights: list[float] | None = None, sided
         if weights is None or len(weights) != C + 1:
             raise ValueError(f"weights: dunnett needs the {C + 1} arms' allocation weights, got {weights}")
         adj = dunnett_adjusted(q, weights, sided)
+    elif method == "graphical":
+        if graph is None:
+            raise ValueError("graph: the graphical procedure needs the hypothesis weights and transitions")
+        gw, gt = (graph.weights, graph.transitions) if hasattr(graph, "weights") else graph
+        adj = graphical_adjusted(q, gw, gt)
     else:
         raise ValueError(f"method: one of {', '.join(PROCEDURES)}, got {method!r}")
     return np.where(missing, np.nan, adj)
@@ -169,7 +230,7 @@ def decide(a_spec, weights: list[int], out: dict[str, np.ndarray]) -> dict[str, 
     """
     from vctrial.trial import estimation
 
-    p_adj = adjust(out["p_value"], a_spec.multiplicity, weights, a_spec.sided)
+    p_adj = adjust(out["p_value"], a_spec.multiplicity, weights, a_spec.sided, a_spec.graph)
     z_benefit = -out["statistic"] if a_spec.benefit == "lower" else out["statistic"]
     reject, _ = estimation.superiority(z_benefit, p_adj, a_spec.alpha, a_spec.sided)
     return {"p_adjusted": p_adj, "reject": reject}
