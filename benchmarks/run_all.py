@@ -4,7 +4,8 @@
     python benchmarks/run_all.py [--only kernel analysis ...]
 
 Each benchmark reports ratios measured within its own run (against a floor kernel, lifelines,
-one Ray worker or Starsim); docs/performance.md records the figures and the machine's state.
+statsmodels, scipy, one Ray worker or Starsim); docs/performance.md records the figures and the
+machine's state.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["kernel", "analysis", "counts", "trial", "design", "ray", "twin", "population",
-              "calibrate"]
+BENCHMARKS = ["kernel", "analysis", "counts", "endpoints", "trial", "design", "ray", "twin",
+              "population", "calibrate"]
 
 
 def main() -> int:
