@@ -29,22 +29,10 @@ from __future__ import annotations
 import os
 import sys
 
-THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-
-
-def _threads_from_argv(argv: list[str]) -> int:
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if a.startswith("--threads="):
-            return int(a.split("=", 1)[1])
-    return 1
-
+from threads import THREAD_VARS, check_pinned, pin_from_argv  # noqa: E402 - benchmarks/threads.py
 
 if __name__ == "__main__":  # the pools read these when numpy and numba load: set before importing them
-    os.environ.update({k: str(_threads_from_argv(sys.argv[1:])) for k in THREAD_VARS})
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    pin_from_argv(sys.argv[1:])
 
 import argparse  # noqa: E402
 import time  # noqa: E402
@@ -161,12 +149,7 @@ def main(argv=None) -> None:
     from statsmodels.duration.hazard_regression import PHReg
     from statsmodels.duration.survfunc import survdiff
 
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    threads = numba.get_num_threads()
-    pools = {k: os.environ.get(k) for k in THREAD_VARS}
-    if threads != args.threads or any(v != str(args.threads) for v in pools.values()):
-        raise SystemExit(f"threads not pinned to {args.threads}: numba {threads}, environment {pools} "
-                         "(run this file as a script)")
+    threads = check_pinned(args.threads)
 
     n_rep, n = args.replicates, args.patients
     time_, event, group = make_data(n_rep, n, hr=0.75, censored=0.30, seed=args.seed)

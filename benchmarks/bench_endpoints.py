@@ -41,22 +41,10 @@ from __future__ import annotations
 import os
 import sys
 
-THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+from threads import THREAD_VARS, check_pinned, pin_from_argv  # noqa: E402 - benchmarks/threads.py
 
-
-def _threads_requested(argv: list[str]) -> int:
-    for i, arg in enumerate(argv):
-        if arg == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-    return 1
-
-
-if __name__ == "__main__":  # native pools read these when they load: before numpy is imported
-    os.environ.update({k: str(_threads_requested(sys.argv[1:])) for k in THREAD_VARS})
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":  # the pools read these when numpy and numba load: set before importing them
+    pin_from_argv(sys.argv[1:])
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
@@ -153,12 +141,7 @@ def main(argv=None) -> None:
     from statsmodels.stats.contingency_tables import StratifiedTable
     from statsmodels.stats.multitest import multipletests
 
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    threads = numba.get_num_threads()
-    pools = {k: os.environ.get(k) for k in THREAD_VARS}
-    if threads != args.threads or any(v != str(args.threads) for v in pools.values()):
-        raise SystemExit(f"threads not pinned to {args.threads}: numba {threads}, environment {pools} "
-                         "(run this file as a script)")
+    threads = check_pinned(args.threads)
 
     print(f"uptime before: {uptime()}")
     n_rep, n = args.replicates, args.patients
