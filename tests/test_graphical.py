@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mc_helpers import binomial_region
+from test_multiarm import _t2d_three_arm  # the 2:1:1 T2D overrides of the multi-arm tests
 from vctrial import api
 from vctrial.errors import SpecError
 from vctrial.spec.protocol import load_protocol
@@ -16,14 +17,6 @@ from vctrial.trial import multiplicity
 
 ROOT = Path(__file__).resolve().parents[1]
 T2D = ROOT / "protocols" / "t2d_hba1c.yaml"
-
-
-def _t2d_three_arm(**extra) -> dict:
-    """Overrides turning the two-arm T2D protocol into placebo + two doses (2:1:1)."""
-    return {"arms": [{"name": "placebo", "allocation": 2},
-                     {"name": "low", "allocation": 1, "effects": [{"biomarker": "hba1c", "shift": extra.pop("low", -0.3)}]},
-                     {"name": "high", "allocation": 1, "effects": [{"biomarker": "hba1c", "shift": extra.pop("high", -0.5)}]}],
-            "randomization.block_size": 8, **extra}
 
 
 def _holm_graph(C: int) -> tuple[list[float], list[list[float]]]:
