@@ -24,7 +24,7 @@ from vctrial.population.output import run_population
 from vctrial.spec import KINDS, json_schema, model_for
 from vctrial.spec.population import load_population
 from vctrial.spec.protocol import load_protocol
-from vctrial.trial.dataset import run_trial
+from vctrial.trial.dataset import PER_COMPARISON, run_trial
 from vctrial.trial.design import compare, run_sweep, sweep_axes
 
 ROOT = Path(__file__).parent.parent
@@ -147,6 +147,10 @@ def datasets(tmp_path_factory):
         "trial_group_sequential": run_trial(load_protocol(ROOT / "protocols" / "hf_outcomes_gs.yaml",
                                                           {"sample_size": 300, "follow_up.target_events": 60}),
                                             3, 2, options=OPT),
+        # three arms with looks (multi-arm multi-stage)
+        "trial_mams": run_trial(load_protocol(ROOT / "protocols" / "hf_mams.yaml",
+                                              {"sample_size": 300, "follow_up.target_events": 90,
+                                               "looks.stopping": "simultaneous"}), 3, 2, options=OPT),
         "compare": compare([DATA / "event_driven.yaml", DATA / "group_sequential.yaml"], 3, 1, OPT),
         "sweep": run_sweep(DATA / "event_driven.yaml", sweep_axes(DATA / "event_driven.yaml", [
             ("analysis.alpha", [0.025, 0.05]), ("arms.active.effects.0.hazard_ratio", [1.0, 0.75])]), 3, 3, OPT),
@@ -188,7 +192,8 @@ def datasets(tmp_path_factory):
 
 # results file -> the headings of its sections in docs/outputs.md
 TRIAL, STACKED = ("Trial run",), ("Trial run", "Compare")
-SECTIONS = {"trial": TRIAL, "trial_biomarker": TRIAL, "trial_group_sequential": TRIAL, "compare": STACKED,
+SECTIONS = {"trial": TRIAL, "trial_biomarker": TRIAL, "trial_group_sequential": TRIAL, "trial_mams": TRIAL,
+            "compare": STACKED,
             "sweep": STACKED, "population_chronic": ("Population scenarios",),
             "population_infection": ("Population scenarios",), "twin_patient": ("Patient twin, one patient",),
             "twin_batch": ("Patient twin, batch",), "validation": ("Validation",),
@@ -260,6 +265,8 @@ def test_outputs_doc_gives_each_variable_its_dimensions_and_units(datasets):
                 continue
             dims, units = rows[_documented_name(ds, name)]
             lead = tuple(d for d in var.dims if d in stacked)
+            if "comparison" in ds.dims and name in PER_COMPARISON and "comparison" not in dims:
+                dims = dims[:1] + ("comparison",) + dims[1:]  # several arms: once per comparison
             assert tuple(var.dims) == lead + dims, (kind, name, var.dims, dims)
             if units not in GENERIC_UNITS:
                 assert var.attrs.get("units") == units.removesuffix(" (boolean)"), (kind, name, var.attrs, units)

@@ -379,3 +379,50 @@ def test_recorded_events_only_for_count_endpoints():
     mask, slots = endpoints.recorded_events(_protocol("hf_total_hospitalizations.yaml"))
     assert mask.sum() == 2 and slots == 24
     assert endpoints.recorded_events(_protocol("hf_event_by_12_months.yaml")) == (None, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Binary endpoints with looks (group-sequential).
+# --------------------------------------------------------------------------------------------
+
+
+def _binary_looks(hr: float, **extra):
+    """The exponential test trial, event by month 12, chi-square, looks at half and all of the patients
+    assessed."""
+    return load_protocol(Path(__file__).parent / "data" / "event_driven.yaml", {
+        "follow_up": {"type": "fixed", "duration_months": 12},
+        "endpoint": {"type": "binary", "events": ["event"], "by_month": 12},
+        "analysis": {"method": "chi_square", "alpha": 0.025, "sided": "one"},
+        "looks": {"information_fractions": [0.5, 1.0]},
+        "arms.active.effects.0.hazard_ratio": hr, **extra})
+
+
+def test_binary_looks_analyse_the_patients_assessed_by_each_look():
+    from scipy.stats import chi2_contingency
+
+    protocol = _binary_looks(0.7, sample_size=800)
+    seed, reps = 4, np.arange(6)
+    out = simulate_chunk(protocol, seed, reps)
+    trial, _, _ = simulate_patients(protocol, seed, reps)
+    y = np.take_along_axis(trial.paths.first_time[..., 0] <= 12.0, trial.arm[..., None].astype(np.int64), 2)[..., 0]
+    for r in range(len(reps)):
+        date = out["look_date_months"][r, 0]
+        seen = trial.enrolled[r] & (trial.entry[r] + 12.0 <= date)
+        assert seen.sum() == pytest.approx(0.5 * 800, abs=1)  # half the patients assessed at look 1
+        a = trial.arm[r][seen] == 1
+        table = [[(y[r][seen] & a).sum(), (~y[r][seen] & a).sum()], [(y[r][seen] & ~a).sum(), (~y[r][seen] & ~a).sum()]]
+        chi2 = chi2_contingency(table, correction=False)[0]
+        fewer = table[0][0] / a.sum() < table[1][0] / (~a).sum()  # fewer events on the active arm: benefit
+        assert out["look_z"][r, 0] == pytest.approx(np.sqrt(chi2) * (1 if fewer else -1), rel=1e-9)
+        assert out["look_information"][r, 0] == seen.sum()
+        assert out["look_fraction"][r, 0] == pytest.approx(seen.sum() / 800)
+
+
+@pytest.mark.slow
+def test_binary_looks_type_one_error_at_the_null():
+    from vctrial import api
+
+    n = 3000
+    ds = api.run(_binary_looks(1.0, sample_size=600), replicates=n, seed=2026, progress=False)
+    assert_binomial(int(ds["reject"].values.sum()), n, 0.025, what="binary group-sequential type I error")
+    assert (ds["stop_look"].values == 1).any()

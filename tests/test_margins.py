@@ -201,3 +201,123 @@ def test_group_sequential_noninferiority_type_one_error_at_the_margin():
     lo, hi = exact_interval(n, 0.025)
     hits = int(ds["reject"].values.sum())
     assert lo <= hits <= hi, (hits, lo, hi)
+
+
+# --------------------------------------------------------------------------------------------
+# Binary and count endpoints: margins on the risk difference, risk ratio, odds ratio, rate ratio.
+# --------------------------------------------------------------------------------------------
+
+RATE = 0.2  # tests/data/exponential.yaml: one event at 0.2 per year, nobody else lost
+
+
+def _binary(measure: str, method: str, margin, hr: float, **extra):
+    """The exponential test trial with a binary endpoint (the event by month 12): control risk
+    1 - exp(-0.2), active risk 1 - exp(-0.2 hr), exactly, in every patient."""
+    analysis = {"method": method, "alpha": 0.025, "sided": "one", "hypothesis": "noninferiority", "margin": margin}
+    if method != "logistic":
+        analysis["measure"] = measure
+    return load_protocol(DATA / "event_driven.yaml", {
+        "follow_up": {"type": "fixed", "duration_months": 12},
+        "endpoint": {"type": "binary", "events": ["event"], "by_month": 12},
+        "analysis": analysis, "arms.active.effects.0.hazard_ratio": hr, **extra})
+
+
+def _hr_at(measure: str, margin: float) -> float:
+    """The hazard ratio whose 12-month risks are exactly at the margin on the measure's scale."""
+    p0 = 1.0 - np.exp(-RATE)
+    if measure == "risk_difference":
+        p1 = p0 + margin
+    elif measure == "risk_ratio":
+        p1 = p0 * margin
+    else:
+        odds = margin * p0 / (1.0 - p0)
+        p1 = odds / (1.0 + odds)
+    return float(-np.log(1.0 - p1) / RATE)
+
+
+@pytest.mark.parametrize("measure, method, margin, words", [
+    ("risk_difference", "chi_square", -0.05, "must be > 0"),
+    ("risk_ratio", "cmh", 0.8, "must be > 1"),
+    ("odds_ratio", "logistic", 0.8, "must be > 1"),
+])
+def test_a_binary_margin_on_the_wrong_side_names_the_key(measure, method, margin, words):
+    extra = {"randomization": {"method": "permuted_block", "block_size": 4, "strata": ["x"]}} if method == "cmh" else {}
+    with pytest.raises(SpecError) as info:
+        _binary(measure, method, margin, 1.0, **extra) if not extra else load_protocol(DATA / "event_driven.yaml", {
+            "follow_up": {"type": "fixed", "duration_months": 12},
+            "endpoint": {"type": "binary", "events": ["event"], "by_month": 12},
+            "analysis": {"method": "chi_square", "measure": measure, "hypothesis": "noninferiority",
+                         "margin": margin}})
+    assert "analysis.margin" in str(info.value) and words in str(info.value)
+
+
+def test_risk_difference_noninferiority_is_the_wald_test_on_the_patients_counts():
+    margin = 0.05
+    protocol = _binary("risk_difference", "chi_square", margin, 1.0, sample_size=400)
+    seed, reps = 23, np.arange(30)
+    out = simulate_chunk(protocol, seed, reps)
+    trial, _, _ = simulate_patients(protocol, seed, reps)
+    event = trial.paths.first_time[..., 0] <= 12.0  # (R, n, arms): the event by month 12 under each arm
+    y = np.take_along_axis(event, trial.arm[..., None].astype(np.int64), axis=2)[..., 0]
+    a = trial.arm == 1
+    p1 = (y & a).sum(1) / a.sum(1)
+    p0 = (y & ~a).sum(1) / (~a).sum(1)
+    se = np.sqrt(p1 * (1 - p1) / a.sum(1) + p0 * (1 - p0) / (~a).sum(1))
+    z = (margin - (p1 - p0)) / se  # benefit lower: non-inferior when the difference is below the margin
+    np.testing.assert_allclose(out["estimate"], p1 - p0, atol=1e-12)
+    np.testing.assert_allclose(out["statistic"], z, rtol=1e-9)
+    np.testing.assert_array_equal(out["reject"], z > stats.norm.isf(0.025))
+    assert 0 < out["reject"].sum() < len(reps)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("measure, method, margin", [
+    ("risk_difference", "chi_square", 0.06),
+    ("risk_ratio", "chi_square", 1.3),
+    ("odds_ratio", "logistic", 1.4),
+])
+def test_binary_noninferiority_type_one_error_at_the_margin(measure, method, margin):
+    n = 2000
+    protocol = _binary(measure, method, margin, _hr_at(measure, margin), sample_size=1200)
+    ds = run_trial(protocol, n, seed=20261207, progress=False)
+    truth = ds["true_effect"].values
+    centre = np.exp(np.log(truth).mean()) if measure != "risk_difference" else truth.mean()
+    assert centre == pytest.approx(margin, rel=0.02)  # the counterfactual measure is at the margin
+    lo, hi = exact_interval(n, 0.025)
+    hits = int(ds["reject"].values.sum())
+    assert lo <= hits <= hi, (measure, hits, lo, hi)
+
+
+def _recurrent(tmp_path, method: str, rr: float, margin: float):
+    """A recurrent event at 0.5 per year and nothing else: counts are Poisson, the rate ratio is the
+    hazard ratio exactly."""
+    (tmp_path / "recurrent.yaml").write_text(
+        "kind: disease\nname: one recurrent event\nstates:\n  - {name: well}\n  - {name: gone, absorbing: true}\n"
+        "initial_state: well\n"
+        "transitions:\n  - {name: attack, from: well, to: well, rate_per_year: 0.5}\n")
+    (tmp_path / "cohort.yaml").write_text((DATA / "simple_cohort.yaml").read_text())
+    (tmp_path / "trial.yaml").write_text(
+        "kind: trial\nname: recurrent\ncohort: cohort.yaml\ndisease: recurrent.yaml\nsample_size: 600\n"
+        f"arms:\n  - {{name: control}}\n  - {{name: active, effects: [{{transition: attack, hazard_ratio: {rr}}}]}}\n"
+        "enrollment: {duration_months: 12}\nfollow_up: {type: fixed, duration_months: 24}\n"
+        "endpoint: {type: count, events: [attack], max_per_patient: 30}\n"
+        f"analysis: {{method: {method}, alpha: 0.025, sided: one, hypothesis: noninferiority, margin: {margin}}}\n")
+    return load_protocol(tmp_path / "trial.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["negative_binomial", "lwyy"])
+def test_rate_ratio_noninferiority_type_one_error_at_the_margin(tmp_path, method):
+    n = 2000
+    ds = run_trial(_recurrent(tmp_path, method, 1.15, 1.15), n, seed=77, progress=False)
+    lo, hi = exact_interval(n, 0.025)
+    hits = int(ds["reject"].values.sum())
+    assert lo <= hits <= hi, (method, hits, lo, hi)
+    assert ds.attrs["hypothesis"] == "noninferiority"
+
+
+def test_rate_ratio_noninferiority_shown_when_the_effect_is_better(tmp_path):
+    ds = run_trial(_recurrent(tmp_path, "lwyy", 0.9, 1.15), 40, seed=5, progress=False)
+    assert ds["reject"].values.mean() > 0.5
+    est, lo, hi = (ds[k].values for k in ("estimate", "ci_lower", "ci_upper"))
+    np.testing.assert_array_equal(ds["reject"].values, hi < 1.15)  # the 95% interval excludes the margin

@@ -223,7 +223,7 @@ def test_fwer_at_the_global_null_time_to_event_dunnett():
      "endpoint.type"),
     ({"analysis.method": "maxcombo"}, "analysis.method"),
     ({"follow_up": {"type": "event_driven", "target_events": 100, "max_duration_months": 60},
-      "looks": {"information_fractions": [0.5, 1.0]}}, "looks"),
+      "looks": {"information_fractions": [0.5, 1.0]}, "analysis.multiplicity": "hochberg"}, "analysis.multiplicity"),
     ({"arms.2.name": "low_dose"}, "arms[2].name"),
     ({"analysis.multiplicity": "sidak"}, "analysis.multiplicity"),
 ])

@@ -1,6 +1,7 @@
 """Figures: real PNG images of the expected size, not blank, for every kind of results file vctrial
-writes (single trials, group-sequential designs, sweeps, comparisons, population scenarios); and the
-numbers the figures show agree with independent computations from the Dataset."""
+writes (single trials, group-sequential designs, sweeps, comparisons, three-arm and multi-arm
+multi-stage trials, population scenarios); and the numbers the figures show agree with independent
+computations from the Dataset."""
 
 import subprocess
 import sys
@@ -45,7 +46,15 @@ EXPECTED = {
                             "stopping_by_look_group_sequential"},
     "population_chronic": POP_PAIRS,
     "population_infection": POP_PAIRS,
+    "three_arm": PER_POINT | {"power_by_comparison"},
+    "mams": PER_POINT | {"power_by_comparison", "sequential_bounds", "stopping_by_look"},
+    "multiarm_sweep": {"estimate", "biomarker_by_arm", "state_occupancy", "power_by_comparison", "power_vs_shift"},
 }
+# the multi-arm multi-stage file: a dose without effect, a strong one, simultaneous stopping (so that the
+# first dose is sometimes stopped with the trial when the second crosses its efficacy bound)
+STRONG = [{"transition": t, "hazard_ratio": 0.55} for t in ("hhf", "hhf_recurrent", "cv_death", "cv_death_after_hhf")]
+MAMS = {"sample_size": 900, "follow_up.target_events": 300, "looks.stopping": "simultaneous",
+        "arms.low_dose.effects": [], "arms.high_dose.effects": STRONG}
 # plotted by the command line in a subprocess (one file of each layout: a single design, stacked
 # protocols, a population); the others through save_figures, the function the command calls, from
 # the same netCDF files (each subprocess spends seconds importing the stack on a loaded machine)
@@ -82,6 +91,20 @@ def _chronic_population(tmp: Path) -> xr.Dataset:
     return run_population(load_population(path), 8, 3, OPT)
 
 
+def _t2d_three_arm(tmp: Path) -> Path:
+    """The T2D protocol as placebo + two doses (2:1:1), small, written beside the test."""
+    data = yaml.safe_load((PROTOCOLS / "t2d_hba1c.yaml").read_text())
+    data.update(cohort=str((PROTOCOLS / data["cohort"]).resolve()), disease=str((PROTOCOLS / data["disease"]).resolve()),
+                sample_size=120)
+    data["arms"] = [{"name": "placebo", "allocation": 2},
+                    {"name": "low", "allocation": 1, "effects": [{"biomarker": "hba1c", "shift": -0.3}]},
+                    {"name": "high", "allocation": 1, "effects": [{"biomarker": "hba1c", "shift": -0.5}]}]
+    data["randomization"]["block_size"] = 8
+    path = tmp / "t2d_three_arm.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def _infection_population(tmp: Path) -> xr.Dataset:
     """SIR with deaths, a utility loss while infectious, and costs; vaccination against none."""
     path = sir_file(tmp, size=2000, horizon_years=0.25,
@@ -112,7 +135,13 @@ def results(tmp_path_factory) -> dict[str, Path]:
         "sweep_one_dim": run_sweep(DATA / "biomarker_change.yaml", sweep_axes(DATA / "biomarker_change.yaml", [
             ("arms.active.effects.0.shift", [0.0, -0.2, -0.4])]), 30, 3, OPT),
         "compare": compare([DATA / "event_driven.yaml", DATA / "group_sequential.yaml"], 30, 1, OPT),
+        "three_arm": run_trial(load_protocol(PROTOCOLS / "hf_three_arm.yaml", {"sample_size": 600}), 40, seed=1,
+                               options=OPT),
+        "mams": run_trial(load_protocol(PROTOCOLS / "hf_mams.yaml", MAMS), 40, seed=3, options=OPT),
     }
+    t2d = _t2d_three_arm(tmp)
+    datasets["multiarm_sweep"] = run_sweep(t2d, sweep_axes(t2d, [("arms.low.effects.0.shift", [0.0, -0.3, -0.6])]),
+                                           30, 4, OPT)
     (tmp / "chronic").mkdir()
     (tmp / "infection").mkdir()
     datasets["population_chronic"] = _chronic_population(tmp / "chronic")
@@ -273,6 +302,154 @@ def test_compare_figure_shows_each_protocols_power_duration_and_events(results):
         (c,) = [c for c in duration_ax.containers if c.get_label() == f"_oc:duration:{label}"]
         assert c.lines[0].get_xdata()[0] == pytest.approx(ds["duration_months"].sel(protocol=label).values.mean())
     assert "Expected events" in fig.axes[2].get_xlabel()
+
+
+def _wilson(hits: np.ndarray) -> tuple[float, float, float]:
+    k, n = int(np.sum(hits)), np.size(hits)
+    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+    return k / n, lo, hi
+
+
+@pytest.mark.parametrize("name", ["three_arm", "mams"])
+def test_power_by_comparison_bars_are_each_arms_rejection_rate_and_the_trials(results, name):
+    ds = _open(results[name])
+    ax = trialplots.power_by_comparison_figure(ds).axes[0]
+    bars = {p.get_gid(): p for p in ax.patches}
+    reject = ds["reject"].transpose("replicate", "comparison").values.astype(bool)
+    null = ds["comparison_null"].values.astype(bool)
+    expected = {f"comparison:{arm}": _wilson(reject[:, i]) for i, arm in enumerate(ds["comparison"].values)}
+    expected["disjunctive"] = _wilson(reject.any(axis=1))
+    expected["conjunctive"] = _wilson(reject[:, ~null].all(axis=1))
+    if null.any():
+        expected["fwer_null"] = _wilson(reject[:, null].any(axis=1))
+    assert set(bars) == set(expected)
+    for gid, (rate, lo, hi) in expected.items():
+        assert bars[gid].get_height() == pytest.approx(rate)
+        _, bar_lo, bar_hi = _error_bars(ax, f"_interval:{gid}")
+        assert bar_lo[0] == pytest.approx(max(lo, 0.0), abs=1e-9) and bar_hi[0] == pytest.approx(hi, abs=1e-9)
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ("low_dose\n(type I error)" in ticks) == bool(null[0]) and "high_dose\n(power)" in ticks
+
+
+@pytest.mark.parametrize("name", ["three_arm", "mams"])
+def test_estimate_has_a_panel_per_comparison_with_its_own_truth(results, name):
+    ds = _open(results[name])
+    fig = trialplots.estimate_figure(ds)
+    panels = {ax.get_gid(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {f"estimate:{arm}" for arm in ds["comparison"].values}
+    for arm in ds["comparison"].values:
+        ax = panels[f"estimate:{arm}"]
+        one = ds.sel(comparison=arm)
+        est = one["estimate"].values
+        assert sum(p.get_height() for p in ax.patches) == np.sum(np.isfinite(est) & (est > 0))
+        (truth,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("true effect")]
+        assert truth.get_xdata()[0] == pytest.approx(np.exp(np.mean(np.log(one["true_effect"].values))))
+        rate = one["reject"].values.mean()
+        what = "type I error" if int(one["comparison_null"]) else "power"
+        assert ax.get_title().startswith(f"{arm} vs control\n{what} {rate:.3f} (95% MC")
+    assert "one panel per comparison" in fig.get_suptitle()
+
+
+def test_mams_bounds_and_paths_have_a_panel_per_comparison(results):
+    ds = _open(results["mams"])
+    fig = trialplots.sequential_bounds_figure(ds)
+    panels = {ax.get_gid(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {"bounds:low_dose", "bounds:high_dose"}
+    for arm in ds["comparison"].values:
+        ax, one = panels[f"bounds:{arm}"], ds.sel(comparison=arm)
+        paths = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("path:")]
+        assert len(paths) == min(trialplots.PATHS, ds.sizes["replicate"])
+        for r, ln in enumerate(paths):
+            k = int(one["stop_look"].values[r])
+            assert np.allclose(ln.get_ydata(), one["look_z"].values[r, :k])
+        (eff,) = [ln for ln in ax.get_lines() if ln.get_gid() == "efficacy_bound"]
+        assert np.allclose(eff.get_ydata(), np.median(one["efficacy_bound"].values, axis=0))
+        shown = one["stop_reason"].values[:len(paths)]
+        marks = [ln for ln in ax.get_lines() if ln.get_gid() == "outcome:stopped with the trial"]
+        assert sum(len(m.get_xdata()) for m in marks) == (shown == 3).sum()
+    assert (ds["stop_reason"].sel(comparison="low_dose").values[:trialplots.PATHS] == 3).any()  # drawn above
+
+
+def test_mams_stopping_by_look_counts_each_comparison_once_by_why_it_stopped(results):
+    ds = _open(results["mams"])
+    fig = trialplots.stopping_figure(ds)
+    panels = {ax.get_gid(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {"stopping:low_dose", "stopping:high_dose"}
+    n = ds.sizes["replicate"]
+    for arm in ds["comparison"].values:
+        one = ds.sel(comparison=arm)
+        stop, reason, reject = one["stop_look"].values, one["stop_reason"].values, one["reject"].values.astype(bool)
+        heights = {(p.get_gid(), int(round(p.get_x() + p.get_width() / 2))): p.get_height()
+                   for p in panels[f"stopping:{arm}"].patches}
+        for k in ds["look"].values:
+            expected = {"stopped for efficacy": ((stop == k) & (reason == 1)).sum(),
+                        "stopped for futility": ((stop == k) & (reason == 2)).sum(),
+                        "stopped with the trial": ((stop == k) & (reason == 3)).sum(),
+                        "final analysis, null rejected": ((stop == k) & (reason == 0) & reject).sum(),
+                        "final analysis, null not rejected": ((stop == k) & (reason == 0) & ~reject).sum(),
+                        "continued to the next look": (stop > k).sum()}
+            for what, count in expected.items():
+                assert heights.get((what, int(k)), 0.0) == pytest.approx(100 * count / n)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "stopped with the trial" in legend
+
+
+def test_power_against_a_swept_key_of_a_multiarm_protocol_has_a_line_per_comparison(results):
+    ds = _open(results["multiarm_sweep"])
+    ax = trialplots.power_figure(ds, "shift").axes[0]
+    reject = ds["reject"].transpose("shift", "replicate", "comparison").values.astype(bool)
+    for i, arm in enumerate([*ds["comparison"].values, "any rejected"]):
+        hits = reject.any(axis=2) if arm == "any rejected" else reject[:, :, i]
+        (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == f"power:{arm}"]
+        assert np.allclose(line.get_ydata(), hits.mean(axis=1))
+        lo, hi = proportion_confint(hits.sum(axis=1), hits.shape[1], alpha=0.05, method="wilson")
+        _, bar_lo, bar_hi = _error_bars(ax, f"_power:{arm}")
+        assert np.allclose(bar_lo, lo, atol=1e-9) and np.allclose(bar_hi, hi, atol=1e-9)
+    # the effect-free point of the low dose (shift 0) is drawn as its type I error
+    null = ds["comparison_null"].sel(comparison="low").values.astype(bool)
+    assert null.tolist() == [True, False, False]
+    (hollow,) = [ln for ln in ax.get_lines() if ln.get_gid() == "null:low"]
+    assert np.allclose(hollow.get_ydata(), reject[null, :, 0].mean(axis=1))
+    (none,) = [ln for ln in ax.get_lines() if ln.get_gid() == "null:high"]
+    assert len(none.get_xdata()) == 0
+
+
+def test_a_multiarm_sweeps_estimate_has_a_row_per_point_and_a_panel_per_comparison(results):
+    ds = _open(results["multiarm_sweep"])
+    fig = trialplots.estimate_figure(ds)
+    panels = {ax.get_gid(): ax for ax in fig.axes if ax.get_visible()}
+    assert len(panels) == ds.sizes["shift"] * ds.sizes["comparison"]
+    for shift in ds["shift"].values:
+        for arm in ds["comparison"].values:
+            ax = panels[f"estimate:shift={shift:g}:{arm}"]
+            est = ds["estimate"].sel(shift=shift, comparison=arm).values
+            assert sum(p.get_height() for p in ax.patches) == np.isfinite(est).sum()
+            assert ax.get_title().startswith(f"shift={shift:g}: {arm} vs placebo")
+
+
+def test_a_two_arm_protocol_compared_with_a_mams_one_keeps_its_own_single_panel(tmp_path):
+    small = {k: v for k, v in MAMS.items() if not k.startswith("arms.")}
+    data = yaml.safe_load((PROTOCOLS / "hf_mams.yaml").read_text())
+    data.update(cohort=str((PROTOCOLS / data["cohort"]).resolve()), disease=str((PROTOCOLS / data["disease"]).resolve()))
+    data.update(sample_size=small["sample_size"])
+    data["follow_up"]["target_events"] = small["follow_up.target_events"]
+    mams = tmp_path / "mams.yaml"
+    mams.write_text(yaml.safe_dump(data, sort_keys=False))
+    ds = compare([DATA / "event_driven.yaml", mams], 10, 1, OPT)
+    figs = figures(ds)
+    assert set(figs) == PER_POINT | {"power_by_comparison", "operating_characteristics", "sequential_bounds_mams",
+                                     "stopping_by_look_mams"}
+    panels = {ax.get_gid(): ax for ax in figs["estimate"].axes if ax.get_visible()}
+    assert set(panels) == {"estimate:event_driven:", "estimate:mams:low_dose", "estimate:mams:high_dose"}
+    est = ds["estimate"].sel(protocol="event_driven").isel(comparison=0).values
+    assert sum(p.get_height() for p in panels["estimate:event_driven:"].patches) == np.isfinite(est).sum()
+    (bars,) = [ax for ax in figs["power_by_comparison"].axes if ax.get_visible()]  # the multi-arm protocol only
+    oc = figs["operating_characteristics"].axes[0]
+    for label in ds["protocol"].values:
+        reject = ds["reject"].sel(protocol=label)
+        rate = (reject.any("comparison") if label == "mams" else reject.isel(comparison=0)).values.mean()
+        (c,) = [c for c in oc.containers if c.get_label() == f"_oc:rejection:{label}"]
+        assert c.lines[0].get_xdata()[0] == pytest.approx(rate)
 
 
 def test_population_prevalence_is_the_share_of_all_the_living(results):

@@ -563,6 +563,10 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     lo, hi = binomial_interval(int(cover[judged].sum()), int(judged.sum()))
     rows.append(("CI coverage of true effect", cover[judged].mean() if judged.any() else np.nan, lo, hi))
     rows.extend(_estimation_rows(ds))
+    if "secondary" in ds.dims:  # key secondary endpoints, after the primary's rows
+        from vctrial.trial.secondary import summary_rows
+
+        rows.extend(summary_rows(ds))
     dur = ds["duration_months"].values
     known = np.isfinite(dur)
     if not known.all():
@@ -592,6 +596,11 @@ def summarize(ds: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["quantity", "value", "lower", "upper"]).set_index("quantity")
 
 
+_SHARED_ROWS = ("duration", "no duration", "events at analysis", "randomized", "analysed", "expected", "enrollment",
+                "imbalance", "max stratum")
+"""Summary rows of the whole trial (not of one comparison) when it has several arms."""
+
+
 def _multiarm_summary(ds: xr.Dataset) -> pd.DataFrame:
     """Operating characteristics of a trial with three or more arms: the family-wise error rate or the
     disjunctive power (any comparison rejected), the conjunctive power (every effective arm rejected),
@@ -613,14 +622,22 @@ def _multiarm_summary(ds: xr.Dataset) -> pd.DataFrame:
         rows.append(("conjunctive power (all effective rejected)", *share(reject[:, ~null].all(axis=1))))
         if null.any():
             rows.append(("family-wise error rate (null arms)", *share(reject[:, null].any(axis=1))))
+    if "sci_lower" in ds:  # simultaneous intervals (dunnett, bonferroni): every comparison's holds at once
+        lo, hi, truth = (ds[k].transpose("replicate", "comparison").values for k in ("sci_lower", "sci_upper",
+                                                                                      "true_effect"))
+        judged = (~np.isnan(lo) & ~np.isnan(hi) & np.isfinite(truth)).all(axis=1)
+        held = int(((lo <= truth) & (truth <= hi)).all(axis=1)[judged].sum())
+        m = int(judged.sum())
+        rows.append(("simultaneous CI coverage (all comparisons)", held / m if m else np.nan,
+                     *binomial_interval(held, m)))
     common = None
     for i, name in enumerate(ds["comparison"].values):
         one = ds.isel(comparison=i, drop=True)
         one.attrs = {**ds.attrs, "null_effect": int(null[i])}
         table = summarize(one)
-        cut = list(table.index).index("CI coverage of true effect") + 1
-        rows.extend((f"{name}: {q}", *table.iloc[k].values) for k, q in enumerate(table.index[:cut]))
-        common = table.iloc[cut:]
+        shared = np.array([q.startswith(_SHARED_ROWS) for q in table.index])
+        rows.extend((f"{name}: {q}", *table.loc[q].values) for q in table.index[~shared])
+        common = table[shared]
     rows.extend((q, *common.loc[q].values) for q in common.index)
     return pd.DataFrame(rows, columns=["quantity", "value", "lower", "upper"]).set_index("quantity")
 
@@ -708,6 +725,11 @@ def format_summary(ds: xr.Dataset) -> str:
     if "comparison" in ds.dims:  # several arms: the comparisons and their adjustment
         lines.append(f"comparisons with {ds['arm'].values[0]}: {', '.join(map(str, ds['comparison'].values))}; "
                      f"multiplicity: {ds.attrs.get('multiplicity', 'none')}")
+        width = max(width, *(len(q) for q in table.index))
+    if "secondary" in ds.dims:  # key secondary endpoints, in their testing order
+        named = [f"{s} ({lab})" for s, lab in zip(ds["secondary"].values, ds["secondary_label"].values)]
+        lines.append(f"key secondary endpoints, {ds.attrs.get('secondary_testing', 'hierarchical')}: "
+                     f"{', then '.join(named)}")
         width = max(width, *(len(q) for q in table.index))
     for name, row in table.iterrows():
         interval = "" if np.isnan(row["lower"]) else f"   (95% MC interval {row['lower']:.4g} to {row['upper']:.4g})"

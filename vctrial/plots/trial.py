@@ -9,6 +9,14 @@ Stacked files (``vctrial compare``: a ``protocol`` dimension; sweeps: one dimens
 draw the per-point figures with one panel per protocol or sweep point (at most ``MAX_PANELS`` sweep
 points, else the first point only); titles say which. The group-sequential figures are drawn for each
 compared protocol with looks, or for the first sweep point.
+
+Three or more arms (a ``comparison`` dimension, one per active arm against the shared control) are
+not a stacked dimension: the estimate figure has a panel per comparison, the group-sequential figures
+of a multi-arm multi-stage design a panel per comparison, ``power_by_comparison`` shows each
+comparison's power (type I error for an arm without effect) beside the disjunctive and conjunctive
+power, and the power against a swept key has a line per comparison plus the disjunctive power.
+Wherever one rejection rate stands for a multi-arm trial (compared protocols, the power surface) it is
+the disjunctive power (any comparison rejected; the family-wise error rate at the global null).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ EFFICACY, FUTILITY, FINAL_REJECT, FINAL_ACCEPT, CONTINUED = (
     ("stopped for efficacy", "#2e8b57"), ("stopped for futility", "#c44e52"),
     ("final analysis, null rejected", "#4c72b0"), ("final analysis, null not rejected", "#a0a0a0"),
     ("continued to the next look", "#e8e8e8"))
+WITH_TRIAL = ("stopped with the trial", "#8172b3")  # multi-arm, simultaneous stopping: another arm crossed
+ANY, ALL, NULL_ANY = "disjunctive", "conjunctive", "fwer_null"  # the trial-level rates of power_by_comparison
 
 
 def figures(ds: xr.Dataset) -> dict[str, Figure]:
@@ -49,6 +59,8 @@ def figures(ds: xr.Dataset) -> dict[str, Figure]:
     if has("km_survival"):
         out["km_by_arm"] = km_figure(ds)
     out["estimate"] = estimate_figure(ds)
+    if any("comparison" in p.dims for _, p in panels):
+        out["power_by_comparison"] = power_by_comparison_figure(ds)
     if has("biomarker_mean"):
         out["biomarker_by_arm"] = biomarker_figure(ds)
     if has("occupancy"):
@@ -84,7 +96,8 @@ def sweep_dims(ds: xr.Dataset) -> list[str]:
 
 
 def _stacked_dims(ds: xr.Dataset) -> list[str]:
-    return [d for d in ds["reject"].dims if d != "replicate"]
+    """Protocol and swept dimensions (the ``comparison`` of a multi-arm trial is not one)."""
+    return [d for d in ds["reject"].dims if d not in ("replicate", "comparison")]
 
 
 def _label(values: dict) -> str:
@@ -112,7 +125,7 @@ def _all_points(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
         sel = dict(zip(dims, idx))
         values = {d: ds[d].values[i] for d, i in sel.items()}
         label = _fmt(values["protocol"]) if dims == ["protocol"] else _label(values)
-        out.append((label, point(ds.isel(sel))))
+        out.append((label, _own_point(ds.isel(sel))))
     return out
 
 
@@ -121,7 +134,42 @@ def _first_point(ds: xr.Dataset) -> tuple[str, xr.Dataset]:
     if not dims:
         return "", ds
     sel = {d: 0 for d in dims}
-    return _label({d: ds[d].values[0] for d in dims}), point(ds.isel(sel))
+    return _label({d: ds[d].values[0] for d in dims}), _own_point(ds.isel(sel))
+
+
+def _own_point(ds: xr.Dataset) -> xr.Dataset:
+    """One point of a stacked file, as its own results file would hold it.
+
+    Stacking a two-arm protocol with multi-arm ones repeats its per-replicate values along their
+    ``comparison`` dimension; a point that randomized into two arms only gets them back without it.
+    """
+    p = point(ds)
+    if "comparison" in p.dims and "n_randomized" in p and len(_present(p["n_randomized"], "arm")) <= 2:
+        p = p.isel(comparison=0, drop=True)  # drops comparison_null with it
+    return p
+
+
+def _control(p: xr.Dataset) -> str:
+    """The shared control arm of a multi-arm point: its arm that no comparison names."""
+    arms = _present(p["n_randomized"], "arm") if "n_randomized" in p else list(p["arm"].values)
+    active = set(map(str, p["comparison"].values))
+    rest = [str(a) for a in arms if str(a) not in active]
+    return rest[0] if rest else "control"
+
+
+def _comparisons(p: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
+    """(active arm, that comparison's Dataset) for each comparison of a multi-arm point, its
+    ``null_effect`` attribute from ``comparison_null``; ``[("", p)]`` for a two-arm point."""
+    if "comparison" not in p.dims:
+        return [("", p)]
+    null = (p["comparison_null"].values.astype(int) if "comparison_null" in p.coords
+            else np.zeros(p.sizes["comparison"], int))
+    out = []
+    for i, arm in enumerate(p["comparison"].values):
+        one = p.isel(comparison=i, drop=True)
+        one.attrs = {**p.attrs, "null_effect": int(null[i])}
+        out.append((str(arm), one))
+    return out
 
 
 def _panels(ds: xr.Dataset) -> tuple[list[tuple[str, xr.Dataset]], str]:
@@ -144,6 +192,18 @@ def _grid(n: int, width: float, height: float, sharey: bool = True) -> tuple[Fig
     fig = Figure(figsize=(width * cols if n > 1 else width * 1.4, height * rows if n > 1 else height * 1.4),
                  layout="constrained")
     axes = fig.subplots(rows, cols, sharey=sharey, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def _panel_grid(n: int, width: float, height: float) -> tuple[Figure, list]:
+    """A figure with ``n`` panels of ``width`` x ``height`` inches (a single one not enlarged), at most
+    three a row, sharing the y axis."""
+    cols = 2 if n == 4 else min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, list(axes[:n])
@@ -177,14 +237,43 @@ def _present(da: xr.DataArray, dim: str) -> list:
 
 
 def _is_null(p: xr.Dataset) -> bool:
+    """True when the point has no effect (with several arms: no active arm has one, the global null)."""
+    if "comparison" in p.dims and "comparison_null" in p.coords:
+        return bool(p["comparison_null"].values.astype(bool).all())
     return bool(int(p.attrs.get("null_effect", 0)))
 
 
+def _share(hits: np.ndarray) -> tuple[float, float, float]:
+    """Share of replicates with a hit and its 95% Wilson Monte Carlo interval."""
+    hits = np.asarray(hits, bool)
+    lo, hi = binomial_interval(int(hits.sum()), hits.size)
+    return float(hits.mean()) if hits.size else np.nan, lo, hi
+
+
 def _rejection(p: xr.Dataset) -> tuple[float, float, float]:
-    """Rejection rate over replicates with its 95% Wilson Monte Carlo interval."""
-    reject = p["reject"].values.astype(bool)
-    lo, hi = binomial_interval(int(reject.sum()), reject.size)
-    return float(reject.mean()), lo, hi
+    """Rejection rate over replicates with its 95% Wilson Monte Carlo interval (with several arms: any
+    comparison rejected, the disjunctive power)."""
+    reject = p["reject"]
+    if "comparison" in reject.dims:
+        reject = reject.any("comparison")
+    return _share(reject.values.astype(bool))
+
+
+def trial_rates(p: xr.Dataset) -> dict[str, tuple[str, tuple[float, float, float]]]:
+    """Trial-level rejection rates of a multi-arm point, keyed ``ANY``, ``ALL``, ``NULL_ANY``: (what it
+    is, (rate, 95% Wilson interval)). Any comparison rejected (the disjunctive power; the family-wise
+    error rate when no arm has an effect); every effective arm rejected (the conjunctive power), and
+    any effect-free arm rejected (the family-wise error over them) when some arms have effects."""
+    reject = p["reject"].transpose("replicate", "comparison").values.astype(bool)
+    null = (p["comparison_null"].values.astype(bool) if "comparison_null" in p.coords
+            else np.zeros(reject.shape[1], bool))
+    if null.all():
+        return {ANY: ("family-wise error rate (any rejected)", _share(reject.any(axis=1)))}
+    out = {ANY: ("disjunctive power (any rejected)", _share(reject.any(axis=1))),
+           ALL: ("conjunctive power (all effective rejected)", _share(reject[:, ~null].all(axis=1)))}
+    if null.any():
+        out[NULL_ANY] = ("family-wise error rate (null arms)", _share(reject[:, null].any(axis=1)))
+    return out
 
 
 def _mean_interval(x: np.ndarray) -> tuple[float, float, float]:
@@ -245,30 +334,76 @@ def km_figure(ds: xr.Dataset) -> Figure:
 
 
 def estimate_figure(ds: xr.Dataset) -> Figure:
-    """Distribution of the estimate across replicates against the counterfactual truth."""
+    """Distribution of the estimate across replicates against the counterfactual truth.
+
+    One panel per point; with several arms, a row per point and a panel per comparison (gid
+    ``estimate:<arm>``; stacked files ``estimate:<point>:<arm>``), each with its own true effect.
+    """
     panels, note = _panels(ds)
-    fig, axes = _grid(len(panels), 5.0, 3.6, sharey=False)
-    for ax, (label, p) in zip(axes, panels):
-        _draw_estimate(ax, p, label)
-    axes[0].set_ylabel("Simulated trials")
+    rows = [[(label, arm, c) for arm, c in _comparisons(p)] for label, p in panels]
     n = ds.sizes["replicate"]
-    fig.suptitle(_title(ds, f"Effect estimates over {n} simulated trials against the true effect", note), fontsize=10)
+    what = f"Effect estimates over {n} simulated trials against the true effect"
+    if all(len(r) == 1 for r in rows):
+        fig, axes = _grid(len(panels), 5.0, 3.6, sharey=False)
+        for ax, (label, p) in zip(axes, panels):
+            _draw_estimate(ax, p, label)
+        axes[0].set_ylabel("Simulated trials")
+    else:
+        cols = max(len(r) for r in rows)
+        fig = Figure(figsize=(4.5 * cols, 3.5 * len(rows) + 1.0), layout="constrained")
+        grid = fig.subplots(len(rows), cols, squeeze=False)
+        for r, row in enumerate(rows):
+            span = _estimate_span([p for _, _, p in row])  # the comparisons of a point on one scale
+            for c in range(cols):
+                ax = grid[r, c]
+                if c >= len(row):
+                    ax.set_visible(False)
+                    continue
+                label, arm, p = row[c]
+                head = f"{label}: {arm}" if label and arm else (label or arm)
+                if arm:
+                    head += f" vs {_control(panels[r][1])}"
+                _draw_estimate(ax, p, head, span, COLORS[c % len(COLORS)])
+                ax.set_gid(f"estimate:{label}:{arm}" if label else f"estimate:{arm}")
+            grid[r, 0].set_ylabel("Simulated trials")
+        what += "\none panel per comparison with the control"
+        if len(rows) > 1:
+            what += ", a row per " + ("protocol" if "protocol" in ds.dims else "sweep point")
+            note = ""
+    fig.suptitle(_title(ds, what, note), fontsize=10)
     return fig
 
 
-def _draw_estimate(ax, p: xr.Dataset, label: str) -> None:
+def _drawable(p: xr.Dataset) -> np.ndarray:
+    """The estimates a histogram can show: finite (and positive for a ratio)."""
     est = p["estimate"].values.astype(float)
+    return est[np.isfinite(est) & ((est > 0) if is_ratio(p) else True)]
+
+
+def _estimate_span(points: list[xr.Dataset]) -> tuple[float, float] | None:
+    """Smallest and largest drawable estimate over points on one effect scale (None: no common scale)."""
+    if len({(is_ratio(p), _effect_label(p)) for p in points}) != 1:
+        return None
+    est = np.concatenate([_drawable(p) for p in points])
+    return (float(est.min()), float(est.max())) if est.size else None
+
+
+def _draw_estimate(ax, p: xr.Dataset, label: str, span: tuple[float, float] | None = None,
+                   color: str = COLORS[0]) -> None:
     truth = p["true_effect"].values.astype(float)
     ratio = is_ratio(p)
-    ok = np.isfinite(est) & ((est > 0) if ratio else True)
-    bins = min(40, max(10, int(ok.sum()) // 8))
-    if ratio and ok.any():
-        lo, hi = np.log(est[ok].min()), np.log(est[ok].max())
-        edges = np.exp(np.linspace(lo, hi + 1e-9, bins + 1))
+    shown = _drawable(p)
+    bins = min(40, max(10, shown.size // 8))
+    if span is None and shown.size:
+        span = (float(shown.min()), float(shown.max()))
+    if ratio and span is not None:
+        edges = np.exp(np.linspace(np.log(span[0]), np.log(span[1]) + 1e-9, bins + 1))
         ax.set_xscale("log")
+    elif span is not None and span[1] > span[0]:
+        edges = np.linspace(span[0], span[1], bins + 1)
     else:
         edges = bins
-    ax.hist(est[ok], bins=edges, color=COLORS[0], alpha=0.75, label="estimate, each trial")
+    ax.hist(shown, bins=edges, color=color, alpha=0.75, label="estimate, each trial")
     good = np.isfinite(truth) & ((truth > 0) if ratio else True)
     if good.any():  # no true effect where no replicate had patients in both arms
         centre = float(np.exp(np.mean(np.log(truth[good])))) if ratio else float(np.mean(truth[good]))
@@ -307,6 +442,55 @@ def _effect_label(p: xr.Dataset) -> tuple[str, str]:
         long_name = f"estimated {measure}"
         unit = "months" if p.attrs.get("analysis") == "rmst" else ("1" if is_ratio(p) else "")
     return long_name, unit
+
+
+def power_by_comparison_figure(ds: xr.Dataset) -> Figure:
+    """Each comparison's power (type I error for an arm without effect) and the trial's disjunctive and
+    conjunctive power (family-wise error rates where they apply), with 95% Wilson Monte Carlo intervals.
+
+    One panel per multi-arm point. Bars have gids ``comparison:<arm>``, ``disjunctive``,
+    ``conjunctive`` and ``fwer_null``; their intervals are the error bars labelled ``_interval:<gid>``.
+    """
+    panels, note = _panels(ds)
+    panels = [(lbl, p) for lbl, p in panels if "comparison" in p.dims]
+    width = max(p.sizes["comparison"] + len(trial_rates(p)) for _, p in panels)
+    fig, axes = _panel_grid(len(panels), float(math.ceil(1.5 + 1.25 * width)), 4.5)
+    for ax, (label, p) in zip(axes, panels):
+        bars = []  # (gid, tick label, (rate, lo, hi), colour, hatched)
+        for i, (arm, c) in enumerate(_comparisons(p)):
+            null = _is_null(c)
+            bars.append((f"comparison:{arm}", f"{arm}\n({'type I error' if null else 'power'})", _rejection(c),
+                         COLORS[i % len(COLORS)], null))
+        for key, (what, rate) in trial_rates(p).items():
+            text = {ANY: "any arm\nrejected\n(FWER)" if _is_null(p) else "any arm\nrejected\n(disjunctive power)",
+                    ALL: "every effective\narm rejected\n(conjunctive power)",
+                    NULL_ANY: "any null arm\nrejected\n(FWER, null arms)"}[key]
+            bars.append((key, text, rate, "#404040" if key != NULL_ANY else "#8c8c8c", key == NULL_ANY
+                         or (key == ANY and _is_null(p))))
+        x = np.arange(len(bars), dtype=float)
+        x[p.sizes["comparison"]:] += 0.6  # a gap between the comparisons and the trial-level rates
+        for xi, (gid, _, (rate, lo, hi), color, hatched) in zip(x, bars):
+            ax.bar([xi], [rate], width=0.7, color="white" if hatched else color, edgecolor=color,
+                   hatch="//" if hatched else None, lw=1.5, gid=gid)
+            ax.errorbar([xi], [rate], yerr=[[max(rate - lo, 0.0)], [max(hi - rate, 0.0)]], fmt="none", ecolor="black", capsize=4,
+                        label=f"_interval:{gid}")
+            ax.annotate(f"{rate:.3f}", (xi, hi), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        ax.axvline((x[p.sizes["comparison"] - 1] + x[p.sizes["comparison"]]) / 2, color="grey", lw=0.8, ls=":")
+        alpha = float(p.attrs.get("alpha", ds.attrs.get("alpha", np.nan)))
+        if np.isfinite(alpha):
+            ax.axhline(alpha, color="grey", ls="--", lw=1, label=f"nominal alpha {alpha:g}")
+            ax.legend(fontsize=8, loc="upper right")
+        ax.set_xticks(x, [b[1] for b in bars], fontsize=7.5)
+        ax.set_ylim(0, 1.22)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title((f"{label}\n" if label else "") + f"each active arm against {_control(p)}, adjusted: "
+                     f"{p.attrs.get('multiplicity', 'none')}", fontsize=9)
+    axes[0].set_ylabel("Rejection rate (hatched: no true effect)")
+    n = ds.sizes["replicate"]
+    fig.suptitle(_title(ds, f"Power by comparison and of the trial over {n} simulated trials; "
+                            "bars: 95% Monte Carlo intervals (Wilson)", note), fontsize=10)
+    return fig
 
 
 def biomarker_figure(ds: xr.Dataset) -> Figure:
@@ -378,9 +562,11 @@ def _sweep_points(ds: xr.Dataset, dims: list[str]) -> dict[tuple, dict[str, tupl
     """Operating characteristics of every sweep point, keyed by its index tuple; plus the null flag."""
     out = {}
     for idx in itertools.product(*(range(ds.sizes[d]) for d in dims)):
-        p = point(ds.isel(dict(zip(dims, idx))))
+        p = _own_point(ds.isel(dict(zip(dims, idx))))
         oc = operating_characteristics(p)
         oc["null"] = _is_null(p)
+        if "comparison" in p.dims:  # per active arm: (rejection rate and interval, null)
+            oc["comparisons"] = {arm: (_rejection(c), _is_null(c)) for arm, c in _comparisons(p)}
         out[idx] = oc
     return out
 
@@ -396,6 +582,8 @@ def power_figure(ds: xr.Dataset, dim: str) -> Figure:
     stats = _sweep_points(ds, dims)
     x, numeric = _positions(ds[dim].values)
     combos = list(itertools.product(*(range(ds.sizes[d]) for d in others)))
+    if any("comparisons" in s for s in stats.values()):
+        return _multiarm_power_figure(ds, dim, others, stats, combos, x, numeric)
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     ax_p, ax_d = fig.subplots(1, 2)
     span = (x.max() - x.min()) if x.size > 1 else 1.0
@@ -444,6 +632,80 @@ def power_figure(ds: xr.Dataset, dim: str) -> Figure:
     return fig
 
 
+def _multiarm_power_figure(ds: xr.Dataset, dim: str, others: list[str], stats: dict, combos: list[tuple],
+                           x: np.ndarray, numeric: bool) -> Figure:
+    """``power_figure`` of a sweep of multi-arm protocols: a line per comparison (its power; type I error,
+    hollow squares, where its arm has no effect) and the disjunctive power (any comparison rejected; the
+    family-wise error rate where no arm has an effect), by colour; the other swept dimensions' values by
+    line style. Lines have gids ``power:<arm>`` or ``power:any rejected``, followed by ``; <values>`` of
+    the other dimensions; their intervals are the error bars labelled ``_`` + the gid, their effect-free
+    points the markers ``null:`` + the same label."""
+    dims = sweep_dims(ds)
+    series = []  # comparisons in the order the points hold them, then the trial-level rate
+    for s in stats.values():
+        series.extend(a for a in s.get("comparisons", {}) if a not in series)
+    series.append(ANY)
+    fig = Figure(figsize=(12, 5.0), layout="constrained")
+    ax_p, ax_d = fig.subplots(1, 2, width_ratios=(1.4, 1))
+    lines = len(combos) * len(series)
+    span = (x.max() - x.min()) if x.size > 1 else 1.0
+    width = (0.012 * span if numeric else 0.06) * (lines > 1)
+    styles = ("-", "--", ":", "-.")
+    top = 0.0
+    for c, combo in enumerate(combos):
+        where = _label({d: ds[d].values[i] for d, i in zip(others, combo)})
+        rows = [stats[tuple(combo[others.index(d)] if d != dim else i for d in dims)] for i in range(ds.sizes[dim])]
+        for k, name in enumerate(series):
+            color = "black" if name == ANY else COLORS[k % len(COLORS)]
+            text = "any rejected" if name == ANY else str(name)
+            label = text + (f"; {where}" if where else "")
+            rate, null = [], []
+            for r in rows:
+                if name == ANY:
+                    rate.append(r["rejection"])
+                    null.append(r["null"])
+                else:
+                    one = r.get("comparisons", {}).get(name, ((np.nan,) * 3, False))
+                    rate.append(one[0])
+                    null.append(one[1])
+            rate, null = np.array(rate, float), np.array(null, bool)
+            xs = x + (c * len(series) + k - (lines - 1) / 2) * width
+            shown = label.replace("any rejected", "any rejected (disjunctive power)") if name == ANY else label
+            ax_p.plot(xs, rate[:, 0], color=color, ls=styles[c % len(styles)], lw=2.0 if name == ANY else 1.2,
+                      label=shown, gid=f"power:{label}")
+            ax_p.errorbar(xs, rate[:, 0], yerr=np.abs(rate[:, 1:].T - rate[:, 0]), fmt="none", ecolor=color,
+                          capsize=3, label=f"_power:{label}")
+            ax_p.plot(xs[~null], rate[~null, 0], "o", color=color)
+            ax_p.plot(xs[null], rate[null, 0], "s", mfc="white", mec=color, mew=1.5, gid=f"null:{label}")
+        dur = np.array([r["duration"] for r in rows])
+        xs = x + (c - (len(combos) - 1) / 2) * (0.012 * span if numeric else 0.06) * (len(combos) > 1)
+        ax_d.errorbar(xs, dur[:, 0], yerr=np.abs(dur[:, 1:].T - dur[:, 0]), fmt="o" + styles[c % len(styles)],
+                      color="#404040", capsize=3, label=where or "duration")
+        top = max(top, float(np.nanmax(dur[:, 2], initial=0.0)))
+    alpha = float(ds.attrs.get("alpha", np.nan))
+    if np.isfinite(alpha):
+        ax_p.axhline(alpha, color="grey", ls="--", lw=1, label=f"nominal alpha {alpha:g}")
+    if any(s["null"] or any(n for _, n in s.get("comparisons", {}).values()) for s in stats.values()):
+        ax_p.plot([], [], "s", mfc="white", mec="black", label="no effect: type I error (any rejected: FWER)")
+    ax_p.set_ylim(-0.02, 1.02)
+    ax_p.set_ylabel("Rejection rate by comparison and of the trial")
+    ax_d.set_ylabel("Expected trial duration (months)")
+    ax_d.set_ylim(0, 1.1 * top if top > 0 else None)
+    xlabel = ds[dim].attrs.get("protocol_key", dim)
+    for ax in (ax_p, ax_d):
+        ax.set_xlabel(f"{dim} (protocol key {xlabel})" if xlabel != dim else dim)
+        ax.grid(alpha=0.3)
+        if not numeric:
+            ax.set_xticks(x, [_fmt(v) for v in ds[dim].values])
+    ax_p.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), ncol=2)
+    if others:
+        ax_d.legend(fontsize=7, title=", ".join(others), title_fontsize=7)
+    n = ds.sizes["replicate"]
+    fig.suptitle(_title(ds, f"Power by comparison against {dim}, {n} simulated trials a point; "
+                            "bars: 95% Monte Carlo intervals (Wilson for rates)"), fontsize=10)
+    return fig
+
+
 def power_surface_figure(ds: xr.Dataset) -> Figure:
     """Rejection rate over two swept dimensions as an annotated heatmap (with Wilson intervals)."""
     d0, d1 = sweep_dims(ds)
@@ -457,13 +719,16 @@ def power_surface_figure(ds: xr.Dataset) -> Figure:
         for j in range(n1):
             s = stats[(i, j)]
             rate, lo, hi = s["rejection"]
-            text = f"{rate:.2f}\n({lo:.2f}–{hi:.2f})" + ("\ntype I" if s["null"] else "")
+            text = f"{rate:.2f}\n({lo:.2f}–{hi:.2f})" + (("\nFWER" if "comparisons" in s else "\ntype I")
+                                                          if s["null"] else "")
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if rate > 0.55 else "white")
     ax.set_xticks(np.arange(n1), [_fmt(v) for v in ds[d1].values])
     ax.set_yticks(np.arange(n0), [_fmt(v) for v in ds[d0].values])
     ax.set_xlabel(d1)
     ax.set_ylabel(d0)
-    fig.colorbar(im, ax=ax, label="Rejection rate (power; type I error at null points)")
+    several = any("comparisons" in s for s in stats.values())
+    fig.colorbar(im, ax=ax, label="Disjunctive power: any comparison rejected (FWER at global null points)" if several
+                 else "Rejection rate (power; type I error at null points)")
     fig.suptitle(_title(ds, f"Power surface over {ds.sizes['replicate']} trials a point (95% Wilson MC interval)"),
                  fontsize=10)
     return fig
@@ -475,8 +740,10 @@ def operating_characteristics_figure(ds: xr.Dataset) -> Figure:
     labels = [lbl for lbl, _ in points]
     stats = [operating_characteristics(p) for _, p in points]
     nulls = [_is_null(p) for _, p in points]
-    panels = [("rejection", "Rejection rate (power; type I error where null)"),
-              ("duration", "Expected duration (months)")]
+    rejection = "Rejection rate (power; type I error where null)"
+    if any("comparison" in p.dims for _, p in points):
+        rejection += "\nseveral arms: any comparison rejected (disjunctive power; FWER at the global null)"
+    panels = [("rejection", rejection), ("duration", "Expected duration (months)")]
     if any("events" in s for s in stats):
         panels.append(("events", "Expected events at the analysis"))
     panels.append(("patients", "Expected patients randomized by the analysis"))
@@ -490,7 +757,7 @@ def operating_characteristics_figure(ds: xr.Dataset) -> Figure:
                 continue
             m, lo, hi = s[key]
             color = COLORS[i % len(COLORS)]
-            ax.errorbar([m], [y[i]], xerr=[[m - lo], [hi - m]], fmt="s" if key == "rejection" and nulls[i] else "o",
+            ax.errorbar([m], [y[i]], xerr=[[max(m - lo, 0.0)], [max(hi - m, 0.0)]], fmt="s" if key == "rejection" and nulls[i] else "o",
                         color=color, capsize=4, ms=7, label=f"_oc:{key}:{labels[i]}")
             ax.annotate(f"{m:.3g}" if key == "rejection" else f"{m:,.1f}", (m, y[i]), textcoords="offset points",
                         xytext=(0, 8), ha="center", fontsize=8)
@@ -530,27 +797,62 @@ def sequential_bounds_figure(p: xr.Dataset, where: str = "") -> Figure:
 
     Bounds are the median over replicates of the bounds recomputed at each trial's observed
     information (the bar spans their 5–95% range when it varies); each path stops at its trial's
-    stopping look, marked by why it stopped.
+    stopping look, marked by why it stopped. A multi-arm multi-stage design has a panel per
+    comparison (its own information, bounds and stopping; gid ``bounds:<arm>``).
     """
+    cells = _comparisons(p)
+    design = (f"{p.attrs.get('efficacy_spending', '')} efficacy spending; futility: {p.attrs.get('futility', 'none')}")
+    head = f"{where}: " if where else ""
+    n = p.sizes["replicate"]
+    shown = min(PATHS, n)
+    if len(cells) == 1:
+        fig = Figure(figsize=(8, 5), layout="constrained")
+        ax = fig.add_subplot()
+        _draw_bounds(ax, p)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.suptitle(_title(p, f"{head}group-sequential bounds ({design})\nz paths of {shown} of {n} simulated "
+                               "trials, each to its stopping look"), fontsize=10)
+        return fig
+    fig, axes = _panel_grid(len(cells), 5.0, 5.5)
+    control = _control(p)
+    for ax, (arm, c) in zip(axes, cells):
+        _draw_bounds(ax, c)
+        ax.set_gid(f"bounds:{arm}")
+        ax.set_title(f"{arm} vs {control}" + (" (no effect)" if _is_null(c) else ""), fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+        ax.yaxis.set_tick_params(labelleft=True)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    level = p.attrs.get("comparison_alpha")
+    level = f"; per-comparison level {float(level):.4g} ({p.attrs.get('multiplicity', '')})" if level is not None else ""
+    stopping = p.attrs.get("stopping")
+    fig.suptitle(_title(p, f"{head}multi-arm multi-stage bounds, a panel per comparison"
+                           f"{f' ({stopping} stopping)' if stopping else ''}\n{design}{level}\n"
+                           f"z paths of {shown} of {n} simulated trials, each to its comparison's stopping look"),
+                 fontsize=10)
+    return fig
+
+
+def _draw_bounds(ax, p: xr.Dataset) -> None:
+    """The z paths, their stopping outcomes and the bounds of one comparison (dimensions replicate, look)."""
     looks = p["look"].values.astype(float)
     z = p["look_z"].transpose("replicate", "look").values.astype(float)
     stop = p["stop_look"].values.astype(int)
     reason = p["stop_reason"].values.astype(int)
     reject = p["reject"].values.astype(bool)
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax = fig.add_subplot()
     shown = min(PATHS, z.shape[0])
     for r in range(shown):
         k = int(np.clip(stop[r], 1, len(looks)))
         ax.plot(looks[:k], z[r, :k], color="#606060", lw=0.7, alpha=0.45, gid=f"path:{r}")
-    outcome = np.where(reason == 1, 0, np.where(reason == 2, 1, np.where(reject, 2, 3)))
+    outcome = np.where(reason == 1, 0, np.where(reason == 2, 1, np.where(reason == 3, 4, np.where(reject, 2, 3))))
     end = np.clip(stop[:shown], 1, len(looks)) - 1
-    for code, ((text, color), marker) in enumerate(zip((EFFICACY, FUTILITY, FINAL_REJECT, FINAL_ACCEPT),
-                                                       ("^", "v", "o", "o"))):
+    for code, ((text, color), marker) in enumerate(zip((EFFICACY, FUTILITY, FINAL_REJECT, FINAL_ACCEPT, WITH_TRIAL),
+                                                       ("^", "v", "o", "o", "s"))):
         sel = outcome[:shown] == code
         if sel.any():
             ax.plot(looks[end[sel]], z[np.arange(shown)[sel], end[sel]], marker, color=color, ms=6, ls="none",
-                    label=f"{text} ({int(sel.sum())})", mec="black" if code == 3 else color, mew=0.5)
+                    label=f"{text} ({int(sel.sum())})", mec="black" if code == 3 else color, mew=0.5,
+                    gid=f"outcome:{text}")
     for var, text, color in (("efficacy_bound", "efficacy bound", EFFICACY[1]),
                              ("futility_bound", "futility bound (non-binding)", FUTILITY[1])):
         if var not in p:
@@ -570,18 +872,12 @@ def sequential_bounds_figure(p: xr.Dataset, where: str = "") -> Figure:
     ax.set_xlim(looks[0] - 0.3, looks[-1] + 0.3)
     ax.set_ylabel("Standardized statistic z (positive favours the active arm)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    n = z.shape[0]
-    head = f"{where}: " if where else ""
-    fig.suptitle(_title(p, f"{head}group-sequential bounds ({p.attrs.get('efficacy_spending', '')} efficacy spending; "
-                           f"futility: {p.attrs.get('futility', 'none')})\nz paths of {shown} of {n} simulated trials, "
-                           "each to its stopping look"), fontsize=10)
-    return fig
 
 
 def stopping_shares(p: xr.Dataset) -> dict[str, np.ndarray]:
     """Share of replicates per look: stopped for efficacy or futility, final analysis (rejected or
-    not) at that look, or continued past it. The shares at a look sum to the share that reached it."""
+    not) at that look, stopped with the trial (a multi-arm design whose other arm's efficacy ended it),
+    or continued past it. The shares at a look sum to the share that reached it. One comparison."""
     looks = p["look"].values.astype(int)
     stop = p["stop_look"].values.astype(int)
     reason = p["stop_reason"].values.astype(int)
@@ -593,18 +889,64 @@ def stopping_shares(p: xr.Dataset) -> dict[str, np.ndarray]:
         FUTILITY[0]: (at & (reason == 2)).sum(1) / n,
         FINAL_REJECT[0]: (at & (reason == 0) & reject).sum(1) / n,
         FINAL_ACCEPT[0]: (at & (reason == 0) & ~reject).sum(1) / n,
+        WITH_TRIAL[0]: (at & (reason == 3)).sum(1) / n,
         CONTINUED[0]: (stop[None, :] > looks[:, None]).sum(1) / n,
     }
 
 
 def stopping_figure(p: xr.Dataset, where: str = "") -> Figure:
-    """Stacked shares of trials by look: stopped for efficacy / futility, final analysis, continued."""
+    """Stacked shares of trials by look: stopped for efficacy / futility, final analysis, continued.
+
+    A multi-arm multi-stage design has a panel per comparison (gid ``stopping:<arm>``), and the share
+    of its comparisons stopped with the trial (``looks.stopping: simultaneous``) where there are any.
+    """
+    cells = _comparisons(p)
+    n = p.sizes["replicate"]
+    head = f"{where}: " if where else ""
+    if len(cells) == 1:
+        fig = Figure(figsize=(8, 5), layout="constrained")
+        ax = fig.add_subplot()
+        _draw_stopping(ax, p)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.suptitle(_title(p, f"{head}stopping by look over {n} simulated trials\n{_early_efficacy(p, ', ')}"),
+                     fontsize=10)
+        return fig
+    fig, axes = _panel_grid(len(cells), 5.0, 5.0)
+    control = _control(p)
+    for ax, (arm, c) in zip(axes, cells):
+        _draw_stopping(ax, c)
+        ax.set_gid(f"stopping:{arm}")
+        ax.set_title(f"{arm} vs {control}" + (" (no effect)" if _is_null(c) else "") +
+                     f"\n{_early_efficacy(c, chr(10))}", fontsize=9)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    drawn = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            drawn.setdefault(text, handle)
+    order = [t for t, _ in (EFFICACY, FUTILITY, FINAL_REJECT, FINAL_ACCEPT, WITH_TRIAL, CONTINUED) if t in drawn]
+    fig.legend([drawn[t] for t in order], order, fontsize=8, loc="outside right center")
+    stopping = p.attrs.get("stopping")
+    fig.suptitle(_title(p, f"{head}stopping by look over {n} simulated trials, a panel per comparison"
+                           + (f" ({stopping} stopping)" if stopping else "")), fontsize=10)
+    return fig
+
+
+def _early_efficacy(p: xr.Dataset, sep: str) -> str:
+    """Share stopped early for efficacy (95% Wilson interval) and the mean stopping look, of one comparison."""
+    reason = p["stop_reason"].values.astype(int)
+    rate, lo, hi = _share(reason == 1)
+    stop = p["stop_look"].values.astype(float)
+    return (f"early stop for efficacy {rate:.3f} (95% MC {max(lo, 0.0):.3f}–{hi:.3f}){sep}"
+            f"mean stopping look {stop.mean():.2f}")
+
+
+def _draw_stopping(ax, p: xr.Dataset) -> None:
+    """Stacked bars of one comparison's stopping shares by look (gid: the outcome)."""
     shares = stopping_shares(p)
     looks = p["look"].values.astype(float)
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax = fig.add_subplot()
     bottom = np.zeros(len(looks))
-    for text, color in (EFFICACY, FUTILITY, FINAL_REJECT, FINAL_ACCEPT, CONTINUED):
+    for text, color in (EFFICACY, FUTILITY, FINAL_REJECT, FINAL_ACCEPT, WITH_TRIAL, CONTINUED):
         h = shares[text] * 100
         if not h.any():
             continue
@@ -620,15 +962,4 @@ def stopping_figure(p: xr.Dataset, where: str = "") -> Figure:
     ax.set_xticks(looks, _look_ticks(p), fontsize=8)
     ax.set_ylim(0, 105)
     ax.set_ylabel("Share of simulated trials (%)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    n = p.sizes["replicate"]
-    reason = p["stop_reason"].values.astype(int)
-    eff = int((reason == 1).sum())
-    lo, hi = binomial_interval(eff, n)
-    stop = p["stop_look"].values.astype(float)
-    head = f"{where}: " if where else ""
-    fig.suptitle(_title(p, f"{head}stopping by look over {n} simulated trials\nearly stop for efficacy "
-                           f"{eff / n:.3f} (95% MC {lo:.3f}–{hi:.3f}), mean stopping look {stop.mean():.2f}"),
-                 fontsize=10)
-    return fig

@@ -466,9 +466,29 @@ Endpoint = Annotated[Union[TimeToEventEndpoint, BiomarkerChangeEndpoint, BinaryE
                      Field(discriminator="type")]
 
 
+class SecondaryEndpoint(StrictModel):
+    """A key secondary endpoint: time from randomization to the first of the named events, analysed at the
+    primary analysis's data cut (its final analysis, or the look at which a group-sequential trial stopped)
+    with the primary analysis's sidedness, alpha, strata and covariates, and tested in the order listed
+    (analysis.secondary_testing)."""
+
+    type: Literal["time_to_event"] = Field("time_to_event", description="the kind of endpoint (time_to_event, "
+                                           "the only one for now)")
+    name: str = Field(pattern=_NAME, description="identifier; the secondary coordinate of the results")
+    label: str = Field("", description="name shown in outputs (default: the name)")
+    events: list[str] = Field(min_length=1, description="disease events (transition names, or the background "
+                              "death event) whose first occurrence is the endpoint")
+    method: Literal["logrank", "cox"] = Field(
+        "logrank", description="logrank: log-rank test (stratified with analysis.stratified), Cox hazard ratio; "
+        "cox: Wald test of the arm in a Cox model (with analysis.covariates and analysis.stratified)")
+
+
 TTE_METHODS = ("logrank", "fleming_harrington", "maxcombo", "rmst", "cox")
-MARGIN_METHODS = ("logrank", "cox", "rmst", "ancova")  # analyses with a margin test (non-inferiority, equivalence)
-MARGIN_RATIO_METHODS = ("logrank", "cox")  # of those, the ones whose estimate is a ratio (the hazard ratio)
+MARGIN_METHODS = ("logrank", "cox", "rmst", "ancova", "chi_square", "cmh", "logistic", "negative_binomial",
+                  "lwyy")  # analyses with a margin test (non-inferiority, equivalence)
+MARGIN_RATIO_METHODS = ("logrank", "cox", "logistic", "negative_binomial", "lwyy")
+"""Analyses whose estimate is always a ratio (hazard, odds or rate ratio); chi_square and cmh estimate the
+measure analysis.measure names."""
 METHODS = {"time_to_event": TTE_METHODS, "biomarker_change": ("ancova",),
            "binary": ("chi_square", "cmh", "logistic"), "count": ("negative_binomial", "lwyy")}
 
@@ -532,24 +552,35 @@ class Analysis(StrictModel):
         "effect is as bad as the margin or worse (shifted test; the confidence interval at 1 - 2 x the level of "
         "one side excludes the margin); equivalence: two one-sided tests (TOST), one at each margin. The level of "
         "one side is alpha (sided: one) or alpha/2 (sided: two). Methods logrank and cox (margin on the hazard "
-        "ratio, Cox Wald test), rmst and ancova (margin on the difference)")
+        "ratio, Cox Wald test), rmst and ancova (margin on the difference), chi_square and cmh (on the measure: "
+        "Wald test of the risk difference, or of the log risk or odds ratio), logistic (log odds ratio), "
+        "negative_binomial and lwyy (log rate ratio)")
     assurance: bool = Field(
         False, description="draw every hazard ratio given with hazard_ratio_ci once per replicate (a lognormal whose "
         "central 95% spans the interval; effects naming one parameter share the draw, correlated by "
         "parameter_correlations), so that the rejection rate is the assurance, the probability of success averaged "
         "over the uncertain effect, instead of the power at hazard_ratio")
-    multiplicity: Literal["none", "bonferroni", "holm", "hochberg", "dunnett", "graphical"] = Field(
+    multiplicity: Literal["none", "bonferroni", "holm", "hochberg", "dunnett", "dunnett_stepdown", "graphical"] = Field(
         "none", description="with three or more arms, how the comparisons of the active arms with the control are "
         "adjusted to keep the family-wise error rate at alpha: none (each at alpha), bonferroni, holm (step-down), "
         "hochberg (step-up), dunnett (single-step, exact multivariate normal with the correlation of the allocation "
-        "ratios), graphical (the sequentially rejective graph of Bretz et al. 2009, given by graph); with two arms "
-        "every choice is the unadjusted test")
+        "ratios; multivariate t with the residual degrees of freedom for ancova), dunnett_stepdown (step-down "
+        "Dunnett, Dunnett & Tamhane 1991: the closed test of Dunnett tests, more powerful than dunnett), graphical "
+        "(the sequentially rejective graph of Bretz et al. 2009, given by graph); with two arms every choice is the "
+        "unadjusted test. dunnett and bonferroni also give simultaneous confidence intervals (sci_lower, sci_upper)")
     graph: Graph | None = Field(
         None, description="multiplicity graphical: the hypothesis weights and transition matrix, one hypothesis "
         "per active arm in arm order (required with graphical, refused otherwise)")
+    secondary_testing: Literal["hierarchical"] = Field(
+        "hierarchical", description="how the key secondary endpoints (secondary_endpoints) are tested: hierarchical "
+        "(fixed sequence): the first at the full alpha only if the primary null hypothesis is rejected, each next "
+        "one only if all before it are rejected, which keeps the family-wise error rate over the primary and the "
+        "secondaries at alpha (with interim looks the secondaries are tested once, at full alpha, at the stopping "
+        "look: a common simplification that can exceed alpha, Hung, Wang & O'Neill 2007)")
     margin: float | tuple[float, float] | None = Field(
-        None, description="noninferiority: the worst acceptable effect, on the estimate's scale (a hazard ratio "
-        "> 1, e.g. 1.3; a difference > 0 when benefit is lower, < 0 when higher, and < 0 for an RMST difference); "
+        None, description="noninferiority: the worst acceptable effect, on the estimate's scale (a hazard, odds, "
+        "risk or rate ratio > 1 when benefit is lower, e.g. 1.3; a difference > 0 when benefit is lower, < 0 when "
+        "higher, and < 0 for an RMST difference); "
         "equivalence: [lower, upper] around no effect, or one number m for [1/m, m] (ratio) or [-m, m] "
         "(difference)", json_schema_extra={"unit": "the estimate's unit"})
 
@@ -560,8 +591,8 @@ class Analysis(StrictModel):
 
     @property
     def ratio_scale(self) -> bool:
-        """The estimate is a ratio (hazard ratio of logrank and cox): margins and estimates on the log scale."""
-        return self.method in MARGIN_RATIO_METHODS
+        """The estimate is a ratio (hazard, odds, risk or rate ratio): margins and estimates on the log scale."""
+        return self.method in MARGIN_RATIO_METHODS or self.measure in ("risk_ratio", "odds_ratio")
 
     @property
     def estimate_benefit(self) -> str:
@@ -619,6 +650,10 @@ class Looks(StrictModel):
                                                "(the final analysis); at most 100 looks")
     efficacy: EfficacyBound = Field(EfficacyBound(), description="efficacy bounds")
     futility: Futility | None = Field(None, description="non-binding futility bounds (null: none)")
+    stopping: Literal["separate", "simultaneous"] = Field("separate", description=(
+        "with three or more arms (multi-arm multi-stage): separate, each comparison stops at its own efficacy or "
+        "futility crossing and the others go on; simultaneous, the first efficacy crossing of any comparison ends "
+        "the trial. Arms are dropped for futility one by one in both"))
 
     @pydantic.field_validator("information_fractions")
     @classmethod
@@ -656,6 +691,9 @@ class TrialProtocol(StrictModel):
     conduct: Conduct = Field(Conduct(), description="how treatment is actually taken (default: as randomized)")
     endpoint: Endpoint = Field(description="the primary endpoint")
     analysis: Analysis = Field(description="the primary analysis")
+    secondary_endpoints: list[SecondaryEndpoint] = Field(
+        [], description="key secondary endpoints, in their testing order (analysis.secondary_testing); two-arm "
+        "trials with a time_to_event primary endpoint only")
     looks: Looks | None = Field(None, description="interim analyses (group-sequential design)")
     sweep: dict[str, list[Any]] = Field(
         {}, description="design parameters to vary, {dotted.key.path: [values]}; each becomes a result dimension. "
@@ -708,12 +746,13 @@ class TrialProtocol(StrictModel):
             if self.analysis.sided != "one":
                 raise ValueError("analysis.sided: group-sequential bounds are one-sided; use sided: one "
                                  "with alpha the one-sided level")
-            if self.endpoint.type in ("binary", "count"):
+            if self.endpoint.type == "count":
                 raise ValueError(f"looks: group-sequential designs are not available for a {self.endpoint.type} "
                                  "endpoint; remove looks (fixed design)")
-            if method not in ("logrank", "cox", "ancova"):
-                raise ValueError(f"looks: interim analyses use the canonical joint distribution of log-rank, Cox or "
-                                 f"ANCOVA statistics; analysis.method {method} is not supported with looks")
+            if method not in ("logrank", "cox", "ancova", "chi_square", "cmh", "logistic"):
+                raise ValueError(f"looks: interim analyses use the canonical joint distribution of log-rank, Cox, "
+                                 f"ANCOVA or binary (chi_square, cmh, logistic) statistics; analysis.method {method} "
+                                 "is not supported with looks")
             if tte and self.follow_up.type != "event_driven":
                 raise ValueError("looks: time-to-event looks are at event counts; use follow_up type event_driven")
         co = self.conduct.crossover
@@ -728,6 +767,23 @@ class TrialProtocol(StrictModel):
         for key, values in self.sweep.items():
             if not key or not values:
                 raise ValueError(f"sweep: {key!r} needs a non-empty list of values")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _secondaries(self) -> TrialProtocol:
+        """Key secondary endpoints: two arms, a time-to-event primary endpoint, distinct names."""
+        if not self.secondary_endpoints:
+            return self
+        if self.endpoint.type != "time_to_event":
+            raise ValueError(f"secondary_endpoints: key secondary endpoints need a time_to_event primary endpoint "
+                             f"(this is a {self.endpoint.type} endpoint)")
+        if len(self.arms) != 2:
+            raise ValueError(f"secondary_endpoints: key secondary endpoints are available for two-arm trials only "
+                             f"(this one has {len(self.arms)} arms)")
+        names = [s.name for s in self.secondary_endpoints]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"secondary_endpoints[{i}].name: duplicate secondary endpoint name {name!r}")
         return self
 
     def _check_multiarm(self) -> None:
@@ -745,8 +801,16 @@ class TrialProtocol(StrictModel):
             raise ValueError(f"analysis.method: {many} the analysis is one of {', '.join(MULTIARM_METHODS)}, not "
                              f"{a.method}")
         if self.looks is not None:
-            raise ValueError(f"looks: {many} only fixed designs are available (multi-arm multi-stage designs are "
-                             "not); remove looks")
+            from vctrial.trial import mams
+
+            if a.multiplicity not in mams.PROCEDURES:
+                raise ValueError(f"analysis.multiplicity: {many} and looks (multi-arm multi-stage) the bounds are "
+                                 f"adjusted by one of {', '.join(mams.PROCEDURES)}, not {a.multiplicity}")
+            cells = (len(self.arms) - 1) * len(self.looks.information_fractions)
+            if a.multiplicity == "dunnett" and cells > mams.MAX_DIMENSION:
+                raise ValueError(f"looks.information_fractions: {many} Dunnett bounds are computed for at most "
+                                 f"{mams.MAX_DIMENSION} comparisons x looks, got {cells} (use bonferroni, or fewer "
+                                 "looks)")
         if a.hypothesis != "superiority":
             raise ValueError(f"analysis.hypothesis: {many} only superiority is available, not {a.hypothesis}")
 
@@ -848,7 +912,7 @@ class TrialProtocol(StrictModel):
         if a.method not in MARGIN_METHODS:
             raise ValueError(f"analysis.hypothesis: {a.hypothesis} is tested with methods {', '.join(MARGIN_METHODS)}"
                              f", not {a.method}")
-        null, scale = (1.0, "hazard ratio") if a.ratio_scale else (0.0, "difference")
+        null, scale = (1.0, "ratio") if a.ratio_scale else (0.0, "difference")
         m = a.margin
         if a.hypothesis == "noninferiority":
             if isinstance(m, tuple):
@@ -891,7 +955,7 @@ class TrialProtocol(StrictModel):
             kw = {"futility": fut.spending, "beta": fut.beta,
                   "futility_gamma": fut.gamma if fut.gamma is not None else (-2.0 if fut.spending == "hsd" else None)}
         try:
-            design(self.looks.information_fractions, self.analysis.alpha, eff.spending, gamma, **kw)
+            design(self.looks.information_fractions, self.comparison_alpha, eff.spending, gamma, **kw)
         except (ValueError, ArithmeticError) as exc:
             raise ValueError(f"looks: the bounds cannot be computed: {exc}") from None
         return self
@@ -956,6 +1020,21 @@ class TrialProtocol(StrictModel):
     def block_sizes(self) -> list[int]:
         """The block sizes permuted blocks are drawn from."""
         return list(self.randomization.block_sizes or [self.block_size])
+
+    @property
+    def comparison_alpha(self) -> float:
+        """The one-sided level each comparison's group-sequential bounds spend: alpha with two arms; with
+        several arms and looks, the multi-arm multi-stage level of analysis.multiplicity
+        (:func:`vctrial.trial.mams.comparison_alpha`)."""
+        a = self.analysis
+        if len(self.arms) == 2 or self.looks is None:
+            return a.alpha
+        from vctrial.trial import mams
+
+        eff = self.looks.efficacy
+        gamma = eff.gamma if eff.gamma is not None else (-4.0 if eff.spending == "hsd" else None)
+        return mams.comparison_alpha(self.looks.information_fractions, a.alpha, eff.spending, gamma,
+                                     [arm.allocation for arm in self.arms], a.multiplicity)
 
     @property
     def horizon_months(self) -> float:
@@ -1118,6 +1197,11 @@ def _cross_check(path: Path, spec: TrialProtocol, cohort, disease: DiseaseSpec) 
     if co is not None and co.after_event not in events:
         raise SpecError(file, "conduct.crossover.after_event",
                         f"unknown event {co.after_event!r} (disease has: {', '.join(events)})")
+    for i, sec in enumerate(spec.secondary_endpoints):
+        for j, ev in enumerate(sec.events):
+            if ev not in events:
+                raise SpecError(file, f"secondary_endpoints[{i}].events[{j}]",
+                                f"unknown event {ev!r} (disease has: {', '.join(events)})")
     _check_strata(file, spec, cohort)
     if ep.type == "time_to_event":
         _check_covariates(file, spec, cohort)

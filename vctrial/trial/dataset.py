@@ -12,7 +12,7 @@ import xarray as xr
 from vctrial.execute import ExecOptions, Job, run_jobs
 from vctrial.results import provenance
 from vctrial.spec.protocol import Protocol
-from vctrial.trial import endpoints
+from vctrial.trial import endpoints, secondary
 from vctrial.trial.run import simulate_chunk
 from vctrial.trial.sites import site_labels
 
@@ -26,6 +26,8 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "estimate": ((), "{unit}", "estimated {effect}"),
     "ci_lower": ((), "{unit}", "lower confidence limit of the {effect}"),
     "ci_upper": ((), "{unit}", "upper confidence limit of the {effect}"),
+    "sci_lower": ((), "{unit}", "lower simultaneous confidence limit of the {effect} (all comparisons together, analysis.multiplicity dunnett or bonferroni)"),
+    "sci_upper": ((), "{unit}", "upper simultaneous confidence limit of the {effect} (all comparisons together, analysis.multiplicity dunnett or bonferroni)"),
     "log_hr_se": ((), "1", "standard error of the log hazard ratio"),
     "true_effect": ((), "{unit}", "counterfactual {effect} in the trial's own patients (every patient under every arm)"),
     "duration_months": ((), "months", "trial duration from the start of enrollment to the (final or stopping) analysis"),
@@ -63,13 +65,17 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "outcome_proportion": (("arm",), "1", "proportion of the analysed patients with the binary outcome"),
     "event_rate": (("arm",), "events/patient-year", "observed event rate: events within follow-up per patient-year of follow-up"),
     "dispersion": ((), "1", "negative binomial dispersion alpha (Var = mu + alpha mu^2; 0: not over-dispersed)"),
+    **secondary.VARIABLES,
 }
 
 PER_COMPARISON = ("statistic", "p_value", "p_adjusted", "estimate", "ci_lower", "ci_upper", "log_hr_se", "true_effect",
-                  "reject", "harm")
+                  "reject", "harm", "stop_look", "stop_reason", "look_information", "look_fraction", "look_z",
+                  "look_estimate", "look_true_effect", "efficacy_bound", "futility_bound", "rci_lower", "rci_upper",
+                  "mue_estimate", "mue_ci_lower", "mue_ci_upper", "sci_lower", "sci_upper")
 """Variables that a trial with three or more arms has once per comparison (dimension ``comparison``)."""
 
 FLAGS = {"stop_reason": ([0, 1, 2], "final efficacy futility")}
+SIMULTANEOUS_FLAGS = {"stop_reason": ([0, 1, 2, 3], "final efficacy futility stopped_with_trial")}
 
 
 def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], replicates: np.ndarray) -> xr.Dataset:
@@ -99,6 +105,7 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         "state": [s.name for s in protocol.disease.states],
     }
     data_vars = {}
+    multistage = spec.looks is not None and len(spec.arms) > 2
     for name, values in arrays.items():
         dims, units, long_name = VARIABLES[name]
         if len(spec.arms) > 2 and name in PER_COMPARISON:
@@ -106,8 +113,9 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         dims = ("replicate",) + tuple("step_month" if (d == "month" and name == "occupancy") else d for d in dims)
         attrs = {"units": units.format(unit=unit, biomarker_unit=bio_unit, info="events" if tte else "patients"),
                  "long_name": long_name.format(effect=effect)}
-        if name in FLAGS:
-            attrs.update(flag_values=FLAGS[name][0], flag_meanings=FLAGS[name][1])
+        flags = SIMULTANEOUS_FLAGS if multistage and spec.looks.stopping == "simultaneous" else FLAGS
+        if name in flags:
+            attrs.update(flag_values=flags[name][0], flag_meanings=flags[name][1])
         data_vars[name] = (dims, values, attrs)
     if "km_survival" in arrays:
         coords["month"] = ("month", np.arange(arrays["km_survival"].shape[2]) * 1.0, {"units": "months"})
@@ -124,6 +132,8 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         coords["look"] = ("look", np.arange(1, K + 1), {"long_name": "analysis number (the last is the final analysis)"})
         coords["planned_fraction"] = ("look", np.asarray(spec.looks.information_fractions),
                                       {"long_name": "planned information fraction"})
+    if spec.secondary_endpoints:
+        coords.update(secondary.coordinates(spec))
     if spec.enrollment.sites:
         names, groups, regions = site_labels(spec.enrollment)
         coords["site"] = ("site", list(names), {"long_name": "trial site (group:number)"})
@@ -145,6 +155,7 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         "hypothesis": spec.analysis.hypothesis,
         **({"assurance": 1} if spec.analysis.assurance else {}),
         **({"multiplicity": spec.analysis.multiplicity} if len(spec.arms) > 2 else {}),
+        **({"secondary_testing": spec.analysis.secondary_testing} if spec.secondary_endpoints else {}),
         "Conventions": "CF-1.8",
     })
     if spec.analysis.margin is not None:
@@ -156,6 +167,7 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         ds.attrs.update({
             "information_fractions": list(lk.information_fractions),
             "efficacy_spending": lk.efficacy.spending + (f"({lk.efficacy.gamma:g})" if lk.efficacy.gamma is not None else ""),
+            **({"stopping": lk.stopping, "comparison_alpha": spec.comparison_alpha} if multistage else {}),
             "futility": "none" if fut is None else (
                 f"beta spending {fut.spending}, beta {fut.beta:g}" if fut.type == "beta_spending"
                 else f"conditional power < {fut.threshold:g} (non-binding)"),

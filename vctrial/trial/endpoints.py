@@ -40,7 +40,7 @@ def analysis_covariates(protocol: Protocol, cohort) -> np.ndarray | None:
 
 
 
-def _per_arm(mask: np.ndarray, arm: np.ndarray, A: int, values: np.ndarray | None = None) -> np.ndarray:
+def per_arm(mask: np.ndarray, arm: np.ndarray, A: int, values: np.ndarray | None = None) -> np.ndarray:
     """(R, A) count (or sum of ``values``) of ``mask`` patients in each arm."""
     v = mask if values is None else np.where(mask, values, 0)
     return np.stack([np.where(arm == a, v, 0).sum(axis=1) for a in range(A)], axis=1)
@@ -94,23 +94,25 @@ def binary_outcome(trial, seed: int, replicates) -> dict[str, np.ndarray]:
     A = len(spec.arms)
     arm, enrolled = trial.arm, trial.enrolled
     y, include, y_all, cf_known = binary_data(trial, seed, replicates)
-    out = _binary_tests(y, arm, include, trial, spec)
+    out = binary_tests(y, arm, include, trial, spec)
     # the truth: the same patients under both arms (crude measure; the logistic odds ratio is conditional)
     n = arm.shape[1]
     cf_y = np.concatenate([y_all[:, :, 0], y_all[:, :, 1]], axis=1)
     cf_g = np.broadcast_to(np.repeat(np.arange(2, dtype=np.int8), n), cf_y.shape)
     cf_inc = np.concatenate([enrolled & cf_known[:, :, 0], enrolled & cf_known[:, :, 1]], axis=1)
     out["true_effect"] = binary.risk_effect(cf_y, cf_g, spec.measure, cf_inc).estimate
-    out["n_analysed"] = _per_arm(include, arm, A)
-    out["n_events"] = _per_arm(include & y, arm, A)
+    out["n_analysed"] = per_arm(include, arm, A)
+    out["n_events"] = per_arm(include & y, arm, A)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["outcome_proportion"] = out["n_events"] / out["n_analysed"]
-    out["n_enrolled"] = _per_arm(enrolled, arm, A)
+    out["n_enrolled"] = per_arm(enrolled, arm, A)
     out["duration_months"] = observation.last_entry(trial.entry) + ep.month
     return out
 
 
-def _binary_tests(y, arm, include, trial, spec) -> dict[str, np.ndarray]:
+def binary_tests(y, arm, include, trial, spec) -> dict[str, np.ndarray]:
+    """The binary analysis of the ``include`` patients: statistic (negative: fewer outcomes on the active
+    arm), p-value, estimate, interval and ``_se`` (of the estimate; of its log for a ratio)."""
     a_spec = spec.analysis
     method = a_spec.method
     group = arm.astype(np.int8)
@@ -119,11 +121,12 @@ def _binary_tests(y, arm, include, trial, spec) -> dict[str, np.ndarray]:
     if method == "logistic":
         fit = binary.logistic(y, group, trial.covariates, include, strata)
         lo, hi = analysis.wald_ci(fit.log_or, fit.se, a_spec.confidence_level)
-        out.update(statistic=fit.z, estimate=np.exp(fit.log_or), ci_lower=np.exp(lo), ci_upper=np.exp(hi))
+        out.update(statistic=fit.z, estimate=np.exp(fit.log_or), ci_lower=np.exp(lo), ci_upper=np.exp(hi),
+                   _se=fit.se)
     else:
         z = binary.chi_square(y, group, include) if method == "chi_square" else binary.cmh(y, group, strata, include)
         eff = binary.risk_effect(y, group, spec.measure, include, strata, level=a_spec.confidence_level)
-        out.update(statistic=z, estimate=eff.estimate, ci_lower=eff.lower, ci_upper=eff.upper)
+        out.update(statistic=z, estimate=eff.estimate, ci_lower=eff.lower, ci_upper=eff.upper, _se=eff.se)
     out["p_value"] = _oriented_p(out["statistic"], a_spec)
     return out
 
@@ -179,6 +182,7 @@ def count_outcome(trial) -> dict[str, np.ndarray]:
     out["estimate"] = np.where(ok, fit.rate_ratio, nan)
     out["ci_lower"] = np.where(ok, fit.lower, nan)
     out["ci_upper"] = np.where(ok, fit.upper, nan)
+    out["_se"] = np.where(ok, fit.se, nan)  # of the log rate ratio: the margin test's Wald statistic
     out["p_value"] = _oriented_p(out["statistic"], a_spec)
     # truth: every enrolled patient under each arm, followed to the end of follow-up or death
     exposure = np.minimum(death_all, duration)
@@ -186,11 +190,11 @@ def count_outcome(trial) -> dict[str, np.ndarray]:
             for a in range(2)]
     with np.errstate(invalid="ignore", divide="ignore"):
         out["true_effect"] = rate[1] / rate[0]
-        years = _per_arm(include, arm, A, follow / 12.0)
-        out["n_events"] = _per_arm(include, arm, A, y)
+        years = per_arm(include, arm, A, follow / 12.0)
+        out["n_events"] = per_arm(include, arm, A, y)
         out["event_rate"] = out["n_events"] / years
-    out["n_analysed"] = _per_arm(include, arm, A)
-    out["n_enrolled"] = _per_arm(enrolled, arm, A)
+    out["n_analysed"] = per_arm(include, arm, A)
+    out["n_enrolled"] = per_arm(enrolled, arm, A)
     out["duration_months"] = observation.last_entry(trial.entry) + duration
     return out
 

@@ -167,6 +167,11 @@ def stagewise_estimate(information, efficacy, look: int, z: float, level: float,
     return (shift + solve(0.5), shift + solve(tail), shift + solve(1.0 - tail))
 
 
+ESTIMATE_GRID_R = 10
+"""Grid of the stagewise estimates of every simulated trial: within about 2e-6 of the default grid's (checked
+on three-look designs), a Monte Carlo error far below any replicate count's, at about half the cost."""
+
+
 def group_sequential_estimates(theta, se, z, fractions, efficacy, stop, level: float, shift: float = 0.0
                                ) -> dict[str, np.ndarray]:
     """Per replicate, at the stopping look: repeated CI and stagewise median-unbiased estimate with CI.
@@ -194,5 +199,5 @@ def group_sequential_estimates(theta, se, z, fractions, efficacy, stop, level: f
         if not (np.isfinite(s[i]) and s[i] > 0):
             continue
         info = t / t[k] / (s[i] * s[i])  # the look's own information, correlations from the fractions
-        mue[:, i] = stagewise_estimate(info, efficacy[i, : k + 1], k, float(z[i, k]), level, shift)
+        mue[:, i] = stagewise_estimate(info, efficacy[i, : k + 1], k, float(z[i, k]), level, shift, r=ESTIMATE_GRID_R)
     return {"rci_lower": lo, "rci_upper": hi, "mue": mue[0], "mue_lower": mue[1], "mue_upper": mue[2]}

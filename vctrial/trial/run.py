@@ -24,8 +24,8 @@ from scipy import stats
 from vctrial.cohort import start_arrays, synthesize
 from vctrial.disease import biomarker, multistate
 from vctrial.spec.protocol import BiomarkerEffect, CutStratum, HazardEffect, Protocol
-from vctrial.trial import (analysis, assurance, conduct, endpoints, enrollment, estimation, multiplicity, nph,
-                           observation, randomization, sequential, sites)
+from vctrial.trial import (analysis, assurance, conduct, endpoints, enrollment, estimation, mams, multiplicity,
+                           nph, observation, randomization, sequential, sites)
 from vctrial.trial.stratified import cox_adjusted, cox_hr_stratified, logrank_stratified
 
 KM_STEP_MONTHS = 1.0
@@ -57,6 +57,8 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
     spec = protocol.spec
     if spec.endpoint.type == "time_to_event":
         out.update(_time_to_event(trial))
+    elif spec.endpoint.type == "binary" and spec.looks is not None:
+        out.update(_sequential_binary(trial, seed, replicates))
     elif spec.endpoint.type == "binary":
         out.update(endpoints.binary_outcome(trial, seed, replicates))
     elif spec.endpoint.type == "count":
@@ -67,6 +69,10 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
         out.update(_decide(spec, out))
         if len(spec.arms) > 2:  # several comparisons with the control: adjusted for multiplicity
             out.update(multiplicity.decide(spec.analysis, [a.allocation for a in spec.arms], out))
+    if spec.secondary_endpoints:  # key secondaries at the primary's cut, tested in sequence after it
+        from vctrial.trial import secondary  # imports this module
+
+        out.update(secondary.analyse(trial, out))
     for key in [k for k in out if k.startswith("_")]:  # working values of the decision, not outputs
         del out[key]
     if spec.looks is not None:  # a trial stopped at an interim look randomizes no one after it
@@ -222,7 +228,9 @@ def _time_to_event(trial: Trial) -> dict[str, np.ndarray]:
     targets = _event_targets(spec) if spec.follow_up.type == "event_driven" else []
     dates = look_dates(trial, t_ep, t_loss)
     looks = [_tte_cut(trial, t_ep_all, t_ep, t_loss, dates[:, k]) for k in range(dates.shape[1])]
-    if spec.looks is None:
+    if _is_multistage(spec):
+        out, stop_dates = _multistage_tte(protocol, looks, dates)
+    elif spec.looks is None:
         res = looks[0]
         stop = np.zeros(entry.shape[0], np.int64)
         out = {key: res[key] for key in ("statistic", "p_value", "estimate", "ci_lower", "ci_upper", "true_effect",
@@ -231,14 +239,17 @@ def _time_to_event(trial: Trial) -> dict[str, np.ndarray]:
             out["log_hr_se"] = res["log_hr_se"]
     else:
         out, stop = _sequential_tte(protocol, looks, dates, targets)
-    stop_dates = np.take_along_axis(dates, stop[:, None], axis=1)[:, 0]
+    if not _is_multistage(spec):
+        stop_dates = np.take_along_axis(dates, stop[:, None], axis=1)[:, 0]
+        out["duration_months"] = stop_dates
+    else:  # each arm followed to its own last look
+        stop_dates = np.take_along_axis(stop_dates, trial.arm.astype(np.int64), axis=1)
     time, event, include = _cut_data(trial, t_ep, t_loss, stop_dates)
     grid = np.arange(0.0, spec.horizon_months + 1e-9, KM_STEP_MONTHS)
     km = np.stack([analysis.kaplan_meier(time, event, include & (trial.arm == a), grid)
                    for a in range(len(spec.arms))], axis=1)
     last = np.where(include, time, 0.0).max(axis=1)
     km = np.where(grid[None, None, :] > last[:, None, None], np.nan, km)  # not estimable beyond the last follow-up
-    out["duration_months"] = stop_dates
     out["km_survival"] = km
     return out
 
@@ -257,6 +268,10 @@ def look_dates(trial: Trial, t_ep: np.ndarray, t_loss: np.ndarray) -> np.ndarray
     follow-up), or the last randomization plus the fixed follow-up."""
     spec = trial.protocol.spec
     fu = spec.follow_up
+    if fu.type == "event_driven" and _is_multistage(spec):  # looks timed by the control arm's events
+        t_control = np.where(trial.arm == 0, t_ep, np.inf)
+        return np.stack([observation.event_driven_dates(trial.entry, t_control, t_loss, d, fu.max_duration_months)
+                         for d in _control_targets(spec)], axis=1)
     if fu.type == "event_driven":
         return np.stack([observation.event_driven_dates(trial.entry, t_ep, t_loss, d, fu.max_duration_months)
                          for d in _event_targets(spec)], axis=1)
@@ -283,18 +298,33 @@ def _event_targets(spec) -> list[int]:
     return [max(1, int(math.ceil(f * D - 1e-9))) for f in spec.looks.information_fractions]
 
 
+def _is_multistage(spec) -> bool:
+    """A multi-arm multi-stage design: three or more arms with looks."""
+    return spec.looks is not None and len(spec.arms) > 2
+
+
+def _control_targets(spec) -> list[int]:
+    """Control-arm event counts at the looks of a multi-arm multi-stage design: the looks' fractions of the
+    control arm's allocation share of target_events."""
+    w = [a.allocation for a in spec.arms]
+    share = spec.follow_up.target_events * w[0] / sum(w)
+    return [max(1, int(math.ceil(f * share - 1e-9))) for f in spec.looks.information_fractions]
+
+
 def _cut_data(trial: Trial, t_ep, t_loss, date):
-    """(time, event, include) at the calendar cut ``date`` (R,), or per-patient fixed follow-up."""
+    """(time, event, include) at the calendar cut ``date`` ((R,), or (R, n) per patient), or per-patient
+    fixed follow-up."""
     fu = trial.protocol.spec.follow_up
     entry = trial.entry
+    date = date[:, None] if np.ndim(date) == 1 else date
     if fu.type == "event_driven":
-        follow = date[:, None] - entry
+        follow = date - entry
     else:
         follow = np.where(trial.enrolled, fu.duration_months, -np.inf)
     include = follow > 0.0
     time, event = observation.censor(t_ep, t_loss, follow)
     if fu.type == "event_driven":  # decide on the calendar, where the target-th event defines the date
-        event = (t_ep <= t_loss) & (entry + t_ep <= date[:, None])
+        event = (t_ep <= t_loss) & (entry + t_ep <= date)
     time = np.where(include, time, 0.0)
     return time, event & include, include
 
@@ -408,7 +438,7 @@ def _design_args(spec) -> dict:
     lk = spec.looks
     eff = lk.efficacy
     fut = lk.futility
-    args = {"alpha": spec.analysis.alpha, "spending": eff.spending,
+    args = {"alpha": spec.comparison_alpha, "spending": eff.spending,
             "gamma": eff.gamma if eff.gamma is not None else (-4.0 if eff.spending == "hsd" else None),
             "futility": None, "beta": 0.1, "futility_gamma": None}
     if fut is not None and fut.type == "beta_spending":
@@ -423,24 +453,14 @@ def _stop(spec, z: np.ndarray, fractions: np.ndarray, performed: np.ndarray):
     Returns (efficacy (R, K), futility (R, K), stop look (R,) 0-based, reason (R,), p-value (R,)).
     """
     R, K = z.shape
-    args = _design_args(spec)
-    planned = _planned(tuple(spec.looks.information_fractions), args["alpha"], args["spending"], args["gamma"],
-                       args["futility"], args["beta"], args["futility_gamma"])
-    fut = spec.looks.futility
-    eff_b = np.full((R, K), np.nan)
-    fut_b = np.full((R, K), np.nan)
+    eff_b, fut_b = _bounds(spec, fractions, performed)
     stop = np.zeros(R, np.int64)
     reason = np.zeros(R, np.int8)
     pval = np.full(R, np.nan)
     for r in range(R):
         m = int(performed[r].sum())
-        t = np.maximum.accumulate(np.maximum(fractions[r, :m], 1e-6))
-        t = t + np.arange(m) * 1e-9  # strictly increasing even when a capped look adds no information
-        b, a = sequential.updated_bounds(t, planned, **args)
-        if fut is not None and fut.type == "conditional_power":
-            a = np.array([sequential.conditional_power_bound(t[k], planned.efficacy[-1], fut.threshold)
-                          for k in range(m - 1)] + [b[-1]])
-        eff_b[r, :m], fut_b[r, :m] = b, a
+        t = _increasing(fractions[r, :m])
+        b, a = eff_b[r, :m], fut_b[r, :m]
         k_stop, why = m - 1, STOP_FINAL
         for k in range(m):
             if z[r, k] >= b[k]:
@@ -453,6 +473,32 @@ def _stop(spec, z: np.ndarray, fractions: np.ndarray, performed: np.ndarray):
         if np.isfinite(z[r, k_stop]):
             pval[r] = sequential.stagewise_p_value(t, b, k_stop, float(z[r, k_stop]))
     return eff_b, fut_b, stop, reason, pval
+
+
+def _increasing(fractions: np.ndarray) -> np.ndarray:
+    """Observed fractions made strictly increasing (a capped look may add no information)."""
+    return np.maximum.accumulate(np.maximum(fractions, 1e-6)) + np.arange(fractions.size) * 1e-9
+
+
+def _bounds(spec, fractions: np.ndarray, performed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, K) efficacy and futility bounds recomputed at each replicate's observed fractions (NaN after
+    the looks performed), spending the comparison's level (:attr:`TrialProtocol.comparison_alpha`)."""
+    R, K = fractions.shape
+    args = _design_args(spec)
+    planned = _planned(tuple(spec.looks.information_fractions), args["alpha"], args["spending"], args["gamma"],
+                       args["futility"], args["beta"], args["futility_gamma"])
+    fut = spec.looks.futility
+    eff_b = np.full((R, K), np.nan)
+    fut_b = np.full((R, K), np.nan)
+    for r in range(R):
+        m = int(performed[r].sum())
+        t = _increasing(fractions[r, :m])
+        b, a = sequential.updated_bounds(t, planned, **args)
+        if fut is not None and fut.type == "conditional_power":
+            a = np.array([sequential.conditional_power_bound(t[k], planned.efficacy[-1], fut.threshold)
+                          for k in range(m - 1)] + [b[-1]])
+        eff_b[r, :m], fut_b[r, :m] = b, a
+    return eff_b, fut_b
 
 
 def _gather(values: np.ndarray, stop: np.ndarray) -> np.ndarray:
@@ -469,10 +515,7 @@ def _sequential_tte(protocol: Protocol, looks: list[dict], dates: np.ndarray, ta
     spec = protocol.spec
     fu = spec.follow_up
     D = fu.target_events
-    R, K = dates.shape
-    capped = dates >= fu.max_duration_months
-    performed = np.ones((R, K), bool)
-    performed[:, 1:] = ~np.logical_or.accumulate(capped, axis=1)[:, :-1]
+    performed = _performed(dates, fu.max_duration_months)
     per = _look_outputs(looks, ("statistic", "estimate", "ci_lower", "ci_upper", "log_hr_se", "true_effect",
                                 "n_analysed", "n_events", "n_enrolled"))
     info = per["n_events"].sum(axis=2).astype(np.float64)
@@ -488,6 +531,86 @@ def _sequential_tte(protocol: Protocol, looks: list[dict], dates: np.ndarray, ta
     out.update(_sequential_estimates(spec, theta, per["log_hr_se"], z, z_sup, shift, fractions, eff_b, stop))
     out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
     return out, stop
+
+
+def _performed(dates: np.ndarray, max_duration: float) -> np.ndarray:
+    """(R, K) the look took place: not after a look already held at the maximum duration."""
+    performed = np.ones(dates.shape, bool)
+    performed[:, 1:] = ~np.logical_or.accumulate(dates >= max_duration, axis=1)[:, :-1]
+    return performed
+
+
+_MULTISTAGE_LOOK = ("statistic", "estimate", "ci_lower", "ci_upper", "log_hr_se", "true_effect", "n_analysed",
+                    "n_events", "n_enrolled", "_se", "_df", "z_benefit")
+
+
+def _multistage_tte(protocol: Protocol, looks: list[dict], dates: np.ndarray):
+    """A multi-arm multi-stage time-to-event trial: each comparison's information is the events of its two
+    arms, as a fraction of their allocation share of target_events."""
+    spec = protocol.spec
+    per = _look_outputs(looks, _MULTISTAGE_LOOK)
+    w = np.array([a.allocation for a in spec.arms], np.float64)
+    planned = spec.follow_up.target_events * (w[0] + w[1:]) / w.sum()
+    events = per["n_events"].astype(np.float64)
+    info = events[:, :, :1] + events[:, :, 1:]  # (R, K, C)
+    theta = estimation.to_benefit(per["estimate"], True, "lower")
+    performed = _performed(dates, spec.follow_up.max_duration_months)
+    return _multistage(spec, per, dates, performed, info, info / planned, -per["statistic"], theta,
+                       per["log_hr_se"])
+
+
+def _multistage(spec, per, dates, performed, info, fractions, z, theta, se):
+    """Bounds, stops, decisions and estimates of every comparison of a multi-arm multi-stage design
+    (:mod:`vctrial.trial.mams`). ``per`` holds each look's outputs, (R, K, C) per comparison and (R, K, A)
+    per arm; ``info``, ``fractions``, ``z`` (benefit positive), ``theta`` and ``se`` are (R, K, C).
+
+    Returns the outputs and the (R, A) calendar date up to which each arm is followed (its comparison's
+    stopping look; the control's, the trial's last)."""
+    R, K, C = z.shape
+    eff_b = np.empty((R, K, C))
+    fut_b = np.empty((R, K, C))
+    for j in range(C):  # each comparison spends its level at its own observed fractions
+        eff_b[:, :, j], fut_b[:, :, j] = _bounds(spec, fractions[:, :, j], performed)
+    per_c = lambda x: np.moveaxis(x, 2, 1)  # noqa: E731 (R, K, C) -> (R, C, K)
+    stop, reason, reject = mams.stop_rule(per_c(z), per_c(eff_b), per_c(fut_b), performed, spec.looks.stopping)
+    end = stop.max(axis=1)  # the trial's last look
+    out: dict[str, np.ndarray] = {}
+    for key in ("statistic", "estimate", "ci_lower", "ci_upper", "log_hr_se", "true_effect"):
+        if key in per:
+            out[key] = np.take_along_axis(per[key], stop[:, None, :], axis=1)[:, 0]
+    arm_stop = np.concatenate([end[:, None], stop], axis=1)  # (R, A)
+    for key in ("n_analysed", "n_events", "n_enrolled"):
+        if key in per:
+            out[key] = np.take_along_axis(per[key], arm_stop[:, None, :], axis=1)[:, 0]
+    pval = np.full((R, C), np.nan)
+    pieces = []
+    for j in range(C):
+        for r in range(R):
+            k = int(stop[r, j])
+            if np.isfinite(z[r, k, j]):
+                t = _increasing(fractions[r, : k + 1, j])
+                pval[r, j] = sequential.stagewise_p_value(t, eff_b[r, : k + 1, j], k, float(z[r, k, j]))
+        pieces.append(_sequential_estimates(spec, theta[:, :, j], se[:, :, j], z[:, :, j], z[:, :, j], 0.0,
+                                            fractions[:, :, j], eff_b[:, :, j], stop[:, j]))
+    out.update({key: np.stack([p[key] for p in pieces], axis=1) for key in pieces[0]})
+    out["p_value"] = pval
+    out["reject"] = reject
+    out["duration_months"] = np.take_along_axis(dates, end[:, None], axis=1)[:, 0]
+    open_arm = np.arange(K)[None, :, None] <= arm_stop[:, None, :]  # (R, K, A)
+    nan = np.nan
+    look_performed = performed[:, :, None]
+    out.update({
+        "stop_look": stop + 1,
+        "stop_reason": reason,
+        "look_performed": performed,
+        "look_date_months": np.where(performed, dates, nan),
+        "look_n_enrolled": np.where(performed, (per["n_enrolled"] * open_arm).sum(axis=2), -1),
+        **{name: per_c(np.where(look_performed, values, nan)) for name, values in (
+            ("look_information", info), ("look_fraction", fractions), ("look_z", z),
+            ("look_estimate", per["estimate"]), ("look_true_effect", per["true_effect"]),
+            ("efficacy_bound", eff_b), ("futility_bound", fut_b))},
+    })
+    return out, np.take_along_axis(dates, arm_stop, axis=1)
 
 
 def _tested_z(spec, theta, se, z_sup, df) -> tuple[np.ndarray, float]:
@@ -602,9 +725,14 @@ def _biomarker_change(trial: Trial, cohort, seed, replicates):
         res["true_effect"] = truth
         res["duration_months"] = final_date
         stop = None
+    elif A > 2:
+        res, arm_dates = _multistage_biomarker(spec, y1 - y0, y0, arm, include, trial.enrolled, visit_date,
+                                               change_true)
+        stop = np.take_along_axis(arm_dates, arm.astype(np.int64), axis=1)  # each arm's patients to its last look
     else:
         res, stop = _sequential_biomarker(spec, y1 - y0, y0, arm, include, trial.enrolled, visit_date, truth)
-    cut = include if stop is None else include & (visit_date <= res["duration_months"][:, None])
+        stop = res["duration_months"][:, None]
+    cut = include if stop is None else include & (visit_date <= stop)
     res["biomarker_mean"] = np.stack([_mean_over_patients(np.where((cut & (arm == a))[..., None],
                                                                    observation.assigned(observed, arm), np.nan))
                                       for a in range(A)], axis=1)
@@ -632,32 +760,62 @@ def _ancova_cut(spec, y, y0, arm, include, on_date) -> dict[str, np.ndarray]:
 
 
 def _sequential_biomarker(spec, y, y0, arm, include, enrolled, visit_date, truth):
-    """Looks when a fraction of the enrolled patients have reached the visit; information is the
-    number analysable (visit observed), as a fraction of the number analysable at the final look."""
-    R, n = y.shape
-    fr = spec.looks.information_fractions
-    K = len(fr)
-    order = np.sort(np.where(enrolled, visit_date, np.inf), axis=1)
-    n_enr = enrolled.sum(axis=1)
-    dates = np.empty((R, K))
-    for k, f in enumerate(fr):
-        m = np.maximum(np.ceil(f * n_enr - 1e-9).astype(np.int64), 1)
-        dates[:, k] = order[np.arange(R), m - 1]
+    """Looks when a fraction of the enrolled patients have reached the visit (see :func:`_by_patients`)."""
+    dates = _visit_look_dates(spec, enrolled, visit_date, spec.endpoint.visit_month)
     looks = []
-    for k in range(K):
+    for k in range(dates.shape[1]):
         seen = visit_date <= dates[:, k][:, None]
         entered = (visit_date - spec.endpoint.visit_month) <= dates[:, k][:, None]
         res = _ancova_cut(spec, y, y0, arm, include & seen, entered & enrolled)
         res["true_effect"] = truth
         looks.append(res)
+    return _by_patients(spec, looks, dates, ratio=False)
+
+
+def _sequential_binary(trial: Trial, seed, replicates) -> dict[str, np.ndarray]:
+    """A binary endpoint with looks: each look analyses the patients whose outcome is assessed by its date
+    (their response visit, or the end of the by_month window), when a fraction of the enrolled patients
+    have reached that assessment (see :func:`_by_patients`)."""
+    spec = trial.protocol.spec
+    month = spec.endpoint.month
+    fixed = endpoints.binary_outcome(trial, seed, replicates)  # the counterfactual truth and the final counts
+    y, include, _, _ = endpoints.binary_data(trial, seed, replicates)
+    assessed = trial.entry + month
+    dates = _visit_look_dates(spec, trial.enrolled, assessed, month)
+    A = len(spec.arms)
+    looks = []
+    for k in range(dates.shape[1]):
+        cut = dates[:, k][:, None]
+        seen = include & (assessed <= cut)
+        res = endpoints.binary_tests(y, trial.arm, seen, trial, spec)
+        sign = -1.0 if spec.analysis.benefit == "lower" else 1.0
+        res["z_benefit"] = sign * res["statistic"]
+        res["true_effect"] = fixed["true_effect"]
+        res["n_analysed"] = endpoints.per_arm(seen, trial.arm, A)
+        res["n_events"] = endpoints.per_arm(seen & y, trial.arm, A)
+        res["n_enrolled"] = endpoints.per_arm(trial.enrolled & (trial.entry <= cut), trial.arm, A)
+        looks.append(res)
+    out, _ = _by_patients(spec, looks, dates, ratio=spec.analysis.ratio_scale)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["outcome_proportion"] = out["n_events"] / out["n_analysed"]
+    return out
+
+
+def _by_patients(spec, looks: list[dict], dates: np.ndarray, ratio: bool):
+    """Group-sequential decision of looks whose information is the number of patients analysed, as a
+    fraction of the planned sample size: what is known at the look (patients lost before their
+    assessment leave the final fraction below 1; the final look spends what is left of alpha whatever
+    its information). ``looks`` hold each look's analysis with ``z_benefit``, ``_se`` (of the estimate, or
+    of its log when ``ratio``) and optionally ``_df``."""
+    R, K = dates.shape
     per = _look_outputs(looks, ("statistic", "estimate", "ci_lower", "ci_upper", "true_effect", "n_analysed",
-                                "n_enrolled", "z_benefit", "_se", "_df"))
+                                "n_events", "n_enrolled", "z_benefit", "_se", "_df"))
     info = per["n_analysed"].sum(axis=2).astype(np.float64)
-    fractions = info / np.maximum(info[:, -1:], 1.0)
+    fractions = info / spec.sample_size
     performed = np.ones((R, K), bool)
     z_sup = per.pop("z_benefit")
-    se, df = per.pop("_se"), per.pop("_df")
-    theta = estimation.to_benefit(per["estimate"], False, spec.analysis.benefit)
+    se, df = per.pop("_se"), per.pop("_df", None)
+    theta = estimation.to_benefit(per["estimate"], ratio, spec.analysis.estimate_benefit)
     z, shift = _tested_z(spec, theta, se, z_sup, df)
     eff_b, fut_b, stop, reason, pval = _stop(spec, z, fractions, performed)
     out = {key: _gather(per[key], stop) for key in per}
@@ -668,6 +826,46 @@ def _sequential_biomarker(spec, y, y0, arm, include, enrolled, visit_date, truth
     out["duration_months"] = _gather(dates, stop)
     out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
     return out, stop
+
+
+def _visit_look_dates(spec, enrolled, visit_date, month: float) -> np.ndarray:
+    """(R, K) calendar date of each look: when its fraction of the enrolled patients have reached the visit
+    (``visit_date``, ``month`` months after their entry)."""
+    R = enrolled.shape[0]
+    order = np.sort(np.where(enrolled, visit_date, np.inf), axis=1)
+    n_enr = enrolled.sum(axis=1)
+    fr = spec.looks.information_fractions
+    dates = np.empty((R, len(fr)))
+    for k, f in enumerate(fr):
+        m = np.maximum(np.ceil(f * n_enr - 1e-9).astype(np.int64), 1)
+        dates[:, k] = order[np.arange(R), m - 1]
+    return dates
+
+
+def _multistage_biomarker(spec, y, y0, arm, include, enrolled, visit_date, change_true):
+    """A multi-arm multi-stage biomarker trial: ANCOVA of each active arm against the control at each look;
+    a comparison's information is its two arms' patients with the visit, as a fraction of their
+    allocation share of sample_size (what is known at the look)."""
+    A = len(spec.arms)
+    dates = _visit_look_dates(spec, enrolled, visit_date, spec.endpoint.visit_month)
+    truth = [(change_true[:, :, j] - change_true[:, :, 0]).mean(axis=1) for j in range(A)]
+    looks = []
+    for k in range(dates.shape[1]):
+        seen = include & (visit_date <= dates[:, k][:, None])
+        entered = enrolled & ((visit_date - spec.endpoint.visit_month) <= dates[:, k][:, None])
+        res = multiplicity.by_comparison(arm, seen, A, lambda g, sub, j: {
+            **_ancova_cut(spec, y, y0, g, sub, entered), "true_effect": truth[j]})
+        res["n_analysed"] = np.stack([(seen & (arm == a)).sum(axis=1) for a in range(A)], axis=1)
+        res["n_enrolled"] = np.stack([(entered & (arm == a)).sum(axis=1) for a in range(A)], axis=1)
+        looks.append(res)
+    per = _look_outputs(looks, _MULTISTAGE_LOOK)
+    w = np.array([a.allocation for a in spec.arms], np.float64)
+    planned = spec.sample_size * (w[0] + w[1:]) / w.sum()
+    analysed = per["n_analysed"].astype(np.float64)
+    info = analysed[:, :, :1] + analysed[:, :, 1:]
+    theta = estimation.to_benefit(per["estimate"], False, spec.analysis.benefit)
+    performed = np.ones(dates.shape, bool)
+    return _multistage(spec, per, dates, performed, info, info / planned, per["z_benefit"], theta, per["_se"])
 
 
 def _mean_over_patients(values: np.ndarray) -> np.ndarray:
