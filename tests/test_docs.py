@@ -199,7 +199,7 @@ SECTIONS = {"trial": TRIAL, "trial_biomarker": TRIAL, "trial_group_sequential": 
             "twin_batch": ("Patient twin, batch",), "validation": ("Validation",),
             "calibration": ("Validation", "Calibration")}
 # units written in words in the doc where they depend on the spec
-GENERIC_UNITS = {"the figure's", "the target's", "the parameter's", "1, text", "studies", "*effect*", "the biomarker's unit", "biomarker unit", "currency", "events, or patients (biomarker)",
+GENERIC_UNITS = {"the figure's", "the target's", "the parameter's", "1, text", "studies", "*effect*", "the biomarker's unit", "biomarker unit", "currency", "events, patients (biomarker, binary) or patient-years (count)",
                  "biomarker unit (per year for the slope)", "—"}
 
 

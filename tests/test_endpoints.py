@@ -336,8 +336,9 @@ def _write(tmp_path, name, edit):
      "endpoint.events[1]", "unknown event"),
     ("hf_total_hospitalizations.yaml", lambda d: d["analysis"].update(method="logrank"), "analysis.method",
      "negative_binomial, lwyy"),
-    ("hf_total_hospitalizations.yaml", lambda d: d.update(looks={"information_fractions": [0.5, 1.0]}), "looks",
-     "not available for a count"),
+    ("hf_total_hospitalizations.yaml", lambda d: (d.update(looks={"information_fractions": [0.5, 1.0]}),
+                                                  d["analysis"].update(sided="two")), "analysis.sided",
+     "one-sided"),
     ("t2d_hba1c_responder.yaml", lambda d: d["endpoint"].update(biomarker="ldl"), "endpoint.biomarker",
      "unknown biomarker"),
     ("t2d_hba1c_responder.yaml", lambda d: d["analysis"].update(measure="risk_ratio"), "analysis.measure",
@@ -355,7 +356,7 @@ def _write(tmp_path, name, edit):
      "analysis.stratified", "no stratified form"),
     ("hf_stratified.yaml", lambda d: d["analysis"].update(method="logrank"), "analysis.covariates",
      "does not adjust"),
-], ids=["count-absorbing", "count-unknown", "count-method", "count-looks", "responder-biomarker",
+], ids=["count-absorbing", "count-unknown", "count-method", "count-looks-two-sided", "responder-biomarker",
         "logistic-measure", "unknown-covariate", "two-thresholds", "chi-square-ok", "cmh-no-strata",
         "binary-after-follow-up", "rmst-stratified", "logrank-covariates"])
 def test_bad_endpoint_or_analysis_is_a_spec_error_with_file_and_key(tmp_path, name, edit, key, words):
@@ -426,3 +427,41 @@ def test_binary_looks_type_one_error_at_the_null():
     ds = api.run(_binary_looks(1.0, sample_size=600), replicates=n, seed=2026, progress=False)
     assert_binomial(int(ds["reject"].values.sum()), n, 0.025, what="binary group-sequential type I error")
     assert (ds["stop_look"].values == 1).any()
+
+
+# --------------------------------------------------------------------------------------------
+# Count endpoints with looks: partial follow-up at calendar cuts.
+# --------------------------------------------------------------------------------------------
+
+
+def test_count_looks_analyse_the_follow_up_accrued_by_each_look():
+    p = _protocol("hf_total_hospitalizations.yaml", sample_size=600,
+                  looks={"information_fractions": [0.4, 1.0]}, **{"analysis.method": "lwyy"})
+    reps = np.arange(3)
+    out = simulate_chunk(p, 13, reps)
+    trial, _, _ = simulate_patients(p, 13, reps)
+    follow = np.where(trial.enrolled, np.minimum(np.minimum(trial.dropout, assigned(trial.paths.death_time, trial.arm)),
+                                                 24.0), 0.0)
+    times = np.take_along_axis(trial.paths.event_times, trial.arm[..., None, None].astype(int), axis=2)[:, :, 0]
+    for r in range(3):
+        date = out["look_date_months"][r, 0]
+        partial = np.clip(date - trial.entry[r], 0.0, follow[r])
+        # the look is where the accrued follow-up reaches 40% of 600 patients x 24 months
+        assert partial.sum() == pytest.approx(0.4 * 600 * 24, rel=1e-9)
+        assert out["look_information"][r, 0] == pytest.approx(partial.sum() / 12.0)
+        seen = partial > 0
+        b, se = statsmodels_lwyy(times[r][seen], partial[seen], trial.arm[r][seen])
+        assert out["look_z"][r, 0] == pytest.approx(-b / se, rel=1e-3)  # benefit positive
+    assert out["look_fraction"][:, 1].max() < 1.0  # deaths and dropouts: less than the planned follow-up
+
+
+@pytest.mark.slow
+def test_count_looks_type_one_error_at_the_null():
+    from vctrial import api
+
+    n = 2000
+    p = _protocol("hf_total_hospitalizations.yaml", sample_size=400, looks={"information_fractions": [0.5, 1.0]},
+                  **{"analysis.method": "negative_binomial", "arms.active.effects": []})
+    ds = api.run(p, replicates=n, seed=31, progress=False)
+    assert ds["look_information"].attrs["units"] == "patient-years"
+    assert_binomial(int(ds["reject"].values.sum()), n, 0.025, what="count group-sequential type I error")

@@ -94,8 +94,8 @@ def _chronic_population(tmp: Path) -> xr.Dataset:
 def _t2d_three_arm(tmp: Path) -> Path:
     """The T2D protocol as placebo + two doses (2:1:1), small, written beside the test."""
     data = yaml.safe_load((PROTOCOLS / "t2d_hba1c.yaml").read_text())
-    data.update(cohort=str((PROTOCOLS / data["cohort"]).resolve()), disease=str((PROTOCOLS / data["disease"]).resolve()),
-                sample_size=120)
+    data.update(cohort=str((PROTOCOLS / data["cohort"]).resolve()), sample_size=120,
+                disease=str((PROTOCOLS / data["disease"]).resolve()))
     data["arms"] = [{"name": "placebo", "allocation": 2},
                     {"name": "low", "allocation": 1, "effects": [{"biomarker": "hba1c", "shift": -0.3}]},
                     {"name": "high", "allocation": 1, "effects": [{"biomarker": "hba1c", "shift": -0.5}]}]
@@ -414,6 +414,17 @@ def test_power_against_a_swept_key_of_a_multiarm_protocol_has_a_line_per_compari
     assert len(none.get_xdata()) == 0
 
 
+def test_the_power_surface_of_a_multiarm_sweep_is_its_disjunctive_power(tmp_path):
+    path = _t2d_three_arm(tmp_path)
+    ds = run_sweep(path, sweep_axes(path, [("arms.low.effects.0.shift", [0.0, -0.6]), ("sample_size", [80, 120])]),
+                   12, 5, OPT)
+    fig = trialplots.power_surface_figure(ds)
+    shown = [float(t.get_text().split("\n")[0]) for t in fig.axes[0].texts]
+    any_rejected = ds["reject"].any("comparison").mean("replicate").transpose("shift", "sample_size").values
+    assert np.allclose(shown, any_rejected.ravel(), atol=0.005)
+    assert "Any comparison rejected" in fig.axes[1].get_ylabel()
+
+
 def test_a_multiarm_sweeps_estimate_has_a_row_per_point_and_a_panel_per_comparison(results):
     ds = _open(results["multiarm_sweep"])
     fig = trialplots.estimate_figure(ds)
@@ -430,8 +441,8 @@ def test_a_multiarm_sweeps_estimate_has_a_row_per_point_and_a_panel_per_comparis
 def test_a_two_arm_protocol_compared_with_a_mams_one_keeps_its_own_single_panel(tmp_path):
     small = {k: v for k, v in MAMS.items() if not k.startswith("arms.")}
     data = yaml.safe_load((PROTOCOLS / "hf_mams.yaml").read_text())
-    data.update(cohort=str((PROTOCOLS / data["cohort"]).resolve()), disease=str((PROTOCOLS / data["disease"]).resolve()))
-    data.update(sample_size=small["sample_size"])
+    data.update(cohort=str((PROTOCOLS / data["cohort"]).resolve()), sample_size=small["sample_size"],
+                disease=str((PROTOCOLS / data["disease"]).resolve()))
     data["follow_up"]["target_events"] = small["follow_up.target_events"]
     mams = tmp_path / "mams.yaml"
     mams.write_text(yaml.safe_dump(data, sort_keys=False))

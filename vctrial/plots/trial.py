@@ -145,7 +145,9 @@ def _own_point(ds: xr.Dataset) -> xr.Dataset:
     """
     p = point(ds)
     if "comparison" in p.dims and "n_randomized" in p and len(_present(p["n_randomized"], "arm")) <= 2:
-        p = p.isel(comparison=0, drop=True)  # drops comparison_null with it
+        est = p["estimate"].transpose("comparison", ...).values
+        if all(np.array_equal(est[0], e, equal_nan=True) for e in est[1:]):  # repeated, not compared
+            p = p.isel(comparison=0, drop=True)  # drops comparison_null with it
     return p
 
 
@@ -259,20 +261,19 @@ def _rejection(p: xr.Dataset) -> tuple[float, float, float]:
     return _share(reject.values.astype(bool))
 
 
-def trial_rates(p: xr.Dataset) -> dict[str, tuple[str, tuple[float, float, float]]]:
-    """Trial-level rejection rates of a multi-arm point, keyed ``ANY``, ``ALL``, ``NULL_ANY``: (what it
-    is, (rate, 95% Wilson interval)). Any comparison rejected (the disjunctive power; the family-wise
-    error rate when no arm has an effect); every effective arm rejected (the conjunctive power), and
-    any effect-free arm rejected (the family-wise error over them) when some arms have effects."""
+def trial_rates(p: xr.Dataset) -> dict[str, tuple[float, float, float]]:
+    """Trial-level rejection rates of a multi-arm point with their 95% Wilson intervals: ``ANY``, any
+    comparison rejected (the disjunctive power; the family-wise error rate when no arm has an effect);
+    when some arm has one, ``ALL``, every effective arm rejected (the conjunctive power), and when some
+    arms have none, ``NULL_ANY``, any of those rejected (the family-wise error rate over them)."""
     reject = p["reject"].transpose("replicate", "comparison").values.astype(bool)
     null = (p["comparison_null"].values.astype(bool) if "comparison_null" in p.coords
             else np.zeros(reject.shape[1], bool))
-    if null.all():
-        return {ANY: ("family-wise error rate (any rejected)", _share(reject.any(axis=1)))}
-    out = {ANY: ("disjunctive power (any rejected)", _share(reject.any(axis=1))),
-           ALL: ("conjunctive power (all effective rejected)", _share(reject[:, ~null].all(axis=1)))}
-    if null.any():
-        out[NULL_ANY] = ("family-wise error rate (null arms)", _share(reject[:, null].any(axis=1)))
+    out = {ANY: _share(reject.any(axis=1))}
+    if not null.all():
+        out[ALL] = _share(reject[:, ~null].all(axis=1))
+    if null.any() and not null.all():
+        out[NULL_ANY] = _share(reject[:, null].any(axis=1))
     return out
 
 
@@ -461,21 +462,22 @@ def power_by_comparison_figure(ds: xr.Dataset) -> Figure:
             null = _is_null(c)
             bars.append((f"comparison:{arm}", f"{arm}\n({'type I error' if null else 'power'})", _rejection(c),
                          COLORS[i % len(COLORS)], null))
-        for key, (what, rate) in trial_rates(p).items():
+        for key, rate in trial_rates(p).items():
             text = {ANY: "any arm\nrejected\n(FWER)" if _is_null(p) else "any arm\nrejected\n(disjunctive power)",
                     ALL: "every effective\narm rejected\n(conjunctive power)",
                     NULL_ANY: "any null arm\nrejected\n(FWER, null arms)"}[key]
             bars.append((key, text, rate, "#404040" if key != NULL_ANY else "#8c8c8c", key == NULL_ANY
                          or (key == ANY and _is_null(p))))
         x = np.arange(len(bars), dtype=float)
-        x[p.sizes["comparison"]:] += 0.6  # a gap between the comparisons and the trial-level rates
+        arms = p.sizes["comparison"]
+        x[arms:] += 0.6  # a gap between the comparisons and the trial-level rates
         for xi, (gid, _, (rate, lo, hi), color, hatched) in zip(x, bars):
             ax.bar([xi], [rate], width=0.7, color="white" if hatched else color, edgecolor=color,
                    hatch="//" if hatched else None, lw=1.5, gid=gid)
-            ax.errorbar([xi], [rate], yerr=[[max(rate - lo, 0.0)], [max(hi - rate, 0.0)]], fmt="none", ecolor="black", capsize=4,
-                        label=f"_interval:{gid}")
+            ax.errorbar([xi], [rate], yerr=[[max(rate - lo, 0.0)], [max(hi - rate, 0.0)]], fmt="none",
+                        ecolor="black", capsize=4, label=f"_interval:{gid}")
             ax.annotate(f"{rate:.3f}", (xi, hi), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
-        ax.axvline((x[p.sizes["comparison"] - 1] + x[p.sizes["comparison"]]) / 2, color="grey", lw=0.8, ls=":")
+        ax.axvline((x[arms - 1] + x[arms]) / 2, color="grey", lw=0.8, ls=":")
         alpha = float(p.attrs.get("alpha", ds.attrs.get("alpha", np.nan)))
         if np.isfinite(alpha):
             ax.axhline(alpha, color="grey", ls="--", lw=1, label=f"nominal alpha {alpha:g}")
@@ -727,7 +729,7 @@ def power_surface_figure(ds: xr.Dataset) -> Figure:
     ax.set_xlabel(d1)
     ax.set_ylabel(d0)
     several = any("comparisons" in s for s in stats.values())
-    fig.colorbar(im, ax=ax, label="Disjunctive power: any comparison rejected (FWER at global null points)" if several
+    fig.colorbar(im, ax=ax, label="Any comparison rejected\n(disjunctive power; FWER at global null points)" if several
                  else "Rejection rate (power; type I error at null points)")
     fig.suptitle(_title(ds, f"Power surface over {ds.sizes['replicate']} trials a point (95% Wilson MC interval)"),
                  fontsize=10)
@@ -757,7 +759,8 @@ def operating_characteristics_figure(ds: xr.Dataset) -> Figure:
                 continue
             m, lo, hi = s[key]
             color = COLORS[i % len(COLORS)]
-            ax.errorbar([m], [y[i]], xerr=[[max(m - lo, 0.0)], [max(hi - m, 0.0)]], fmt="s" if key == "rejection" and nulls[i] else "o",
+            ax.errorbar([m], [y[i]], xerr=[[max(m - lo, 0.0)], [max(hi - m, 0.0)]],
+                        fmt="s" if key == "rejection" and nulls[i] else "o",
                         color=color, capsize=4, ms=7, label=f"_oc:{key}:{labels[i]}")
             ax.annotate(f"{m:.3g}" if key == "rejection" else f"{m:,.1f}", (m, y[i]), textcoords="offset points",
                         xytext=(0, 8), ha="center", fontsize=8)
@@ -823,8 +826,10 @@ def sequential_bounds_figure(p: xr.Dataset, where: str = "") -> Figure:
         ax.yaxis.set_tick_params(labelleft=True)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    level = p.attrs.get("comparison_alpha")
-    level = f"; per-comparison level {float(level):.4g} ({p.attrs.get('multiplicity', '')})" if level is not None else ""
+    try:
+        level = f"; per-comparison level {float(p.attrs['comparison_alpha']):.4g} ({p.attrs.get('multiplicity', '')})"
+    except (KeyError, TypeError, ValueError):  # not recorded (or a stacked file's padding)
+        level = ""
     stopping = p.attrs.get("stopping")
     fig.suptitle(_title(p, f"{head}multi-arm multi-stage bounds, a panel per comparison"
                            f"{f' ({stopping} stopping)' if stopping else ''}\n{design}{level}\n"

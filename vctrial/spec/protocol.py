@@ -746,13 +746,10 @@ class TrialProtocol(StrictModel):
             if self.analysis.sided != "one":
                 raise ValueError("analysis.sided: group-sequential bounds are one-sided; use sided: one "
                                  "with alpha the one-sided level")
-            if self.endpoint.type == "count":
-                raise ValueError(f"looks: group-sequential designs are not available for a {self.endpoint.type} "
-                                 "endpoint; remove looks (fixed design)")
-            if method not in ("logrank", "cox", "ancova", "chi_square", "cmh", "logistic"):
+            if method not in ("logrank", "cox", "ancova", "chi_square", "cmh", "logistic", "negative_binomial", "lwyy"):
                 raise ValueError(f"looks: interim analyses use the canonical joint distribution of log-rank, Cox, "
-                                 f"ANCOVA or binary (chi_square, cmh, logistic) statistics; analysis.method {method} "
-                                 "is not supported with looks")
+                                 f"ANCOVA, binary (chi_square, cmh, logistic) or count (negative_binomial, lwyy) "
+                                 f"statistics; analysis.method {method} is not supported with looks")
             if tte and self.follow_up.type != "event_driven":
                 raise ValueError("looks: time-to-event looks are at event counts; use follow_up type event_driven")
         co = self.conduct.crossover

@@ -74,6 +74,9 @@ PER_COMPARISON = ("statistic", "p_value", "p_adjusted", "estimate", "ci_lower", 
                   "mue_estimate", "mue_ci_lower", "mue_ci_upper", "sci_lower", "sci_upper")
 """Variables that a trial with three or more arms has once per comparison (dimension ``comparison``)."""
 
+INFO_UNITS = {"time_to_event": "events", "count": "patient-years"}
+"""Units of a look's information by endpoint (patients analysed otherwise)."""
+
 FLAGS = {"stop_reason": ([0, 1, 2], "final efficacy futility")}
 SIMULTANEOUS_FLAGS = {"stop_reason": ([0, 1, 2, 3], "final efficacy futility stopped_with_trial")}
 
@@ -111,7 +114,7 @@ def build_dataset(protocol: Protocol, seed: int, arrays: dict[str, np.ndarray], 
         if len(spec.arms) > 2 and name in PER_COMPARISON:
             dims = ("comparison",) + dims
         dims = ("replicate",) + tuple("step_month" if (d == "month" and name == "occupancy") else d for d in dims)
-        attrs = {"units": units.format(unit=unit, biomarker_unit=bio_unit, info="events" if tte else "patients"),
+        attrs = {"units": units.format(unit=unit, biomarker_unit=bio_unit, info=INFO_UNITS.get(spec.endpoint.type, "patients")),
                  "long_name": long_name.format(effect=effect)}
         flags = SIMULTANEOUS_FLAGS if multistage and spec.looks.stopping == "simultaneous" else FLAGS
         if name in flags:

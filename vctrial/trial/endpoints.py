@@ -162,11 +162,27 @@ def count_data(trial) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
 def count_outcome(trial) -> dict[str, np.ndarray]:
     """Event counts over each patient's follow-up, their analysis and the counterfactual rate ratio."""
     spec = trial.protocol.spec
-    A = len(spec.arms)
     arm, enrolled = trial.arm, trial.enrolled
     times, follow, y, include, total = count_data(trial)
     duration = spec.follow_up.duration_months
     death_all = trial.paths.death_time
+    out = count_tests(times, follow, y, include, arm, spec)
+    # truth: every enrolled patient under each arm, followed to the end of follow-up or death
+    exposure = np.minimum(death_all, duration)
+    rate = [np.where(enrolled, total[:, :, a], 0).sum(axis=1) / np.where(enrolled, exposure[:, :, a], 0.0).sum(axis=1)
+            for a in range(2)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["true_effect"] = rate[1] / rate[0]
+    out["n_enrolled"] = per_arm(enrolled, arm, len(spec.arms))
+    out["duration_months"] = observation.last_entry(trial.entry) + duration
+    return out
+
+
+def count_tests(times, follow, y, include, arm, spec) -> dict[str, np.ndarray]:
+    """The count analysis (negative binomial or LWYY) of the ``include`` patients followed ``follow``
+    months with counts ``y`` (event times ``times``): statistic (negative: a lower rate on the active arm),
+    p-value, rate ratio, interval, ``_se`` of the log rate ratio, and the per-arm counts and rates."""
+    A = len(spec.arms)
     group = arm.astype(np.int8)
     a_spec = spec.analysis
     level = a_spec.confidence_level
@@ -184,18 +200,11 @@ def count_outcome(trial) -> dict[str, np.ndarray]:
     out["ci_upper"] = np.where(ok, fit.upper, nan)
     out["_se"] = np.where(ok, fit.se, nan)  # of the log rate ratio: the margin test's Wald statistic
     out["p_value"] = _oriented_p(out["statistic"], a_spec)
-    # truth: every enrolled patient under each arm, followed to the end of follow-up or death
-    exposure = np.minimum(death_all, duration)
-    rate = [np.where(enrolled, total[:, :, a], 0).sum(axis=1) / np.where(enrolled, exposure[:, :, a], 0.0).sum(axis=1)
-            for a in range(2)]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["true_effect"] = rate[1] / rate[0]
         years = per_arm(include, arm, A, follow / 12.0)
         out["n_events"] = per_arm(include, arm, A, y)
         out["event_rate"] = out["n_events"] / years
     out["n_analysed"] = per_arm(include, arm, A)
-    out["n_enrolled"] = per_arm(enrolled, arm, A)
-    out["duration_months"] = observation.last_entry(trial.entry) + duration
     return out
 
 

@@ -24,8 +24,8 @@ from scipy import stats
 from vctrial.cohort import start_arrays, synthesize
 from vctrial.disease import biomarker, multistate
 from vctrial.spec.protocol import BiomarkerEffect, CutStratum, HazardEffect, Protocol
-from vctrial.trial import (analysis, assurance, conduct, endpoints, enrollment, estimation, mams, multiplicity,
-                           nph, observation, randomization, sequential, sites)
+from vctrial.trial import (analysis, assurance, conduct, counts, endpoints, enrollment, estimation, mams,
+                           multiplicity, nph, observation, randomization, sequential, sites)
 from vctrial.trial.stratified import cox_adjusted, cox_hr_stratified, logrank_stratified
 
 KM_STEP_MONTHS = 1.0
@@ -61,6 +61,8 @@ def simulate_chunk(protocol: Protocol, seed: int, replicates: np.ndarray) -> dic
         out.update(_sequential_binary(trial, seed, replicates))
     elif spec.endpoint.type == "binary":
         out.update(endpoints.binary_outcome(trial, seed, replicates))
+    elif spec.endpoint.type == "count" and spec.looks is not None:
+        out.update(_sequential_count(trial))
     elif spec.endpoint.type == "count":
         out.update(endpoints.count_outcome(trial))
     else:
@@ -801,17 +803,64 @@ def _sequential_binary(trial: Trial, seed, replicates) -> dict[str, np.ndarray]:
     return out
 
 
-def _by_patients(spec, looks: list[dict], dates: np.ndarray, ratio: bool):
-    """Group-sequential decision of looks whose information is the number of patients analysed, as a
-    fraction of the planned sample size: what is known at the look (patients lost before their
-    assessment leave the final fraction below 1; the final look spends what is left of alpha whatever
-    its information). ``looks`` hold each look's analysis with ``z_benefit``, ``_se`` (of the estimate, or
-    of its log when ``ratio``) and optionally ``_df``."""
+def _sequential_count(trial: Trial) -> dict[str, np.ndarray]:
+    """A count endpoint with looks: interim look k on the calendar date when the follow-up accrued reaches
+    its fraction of the planned follow-up (sample_size x duration), the final one when the last patient
+    has completed follow-up. Each look analyses every enrolled patient's events up to the look's date
+    (partial follow-up included); the information is the follow-up accrued, as a fraction of the planned."""
+    spec = trial.protocol.spec
+    fixed = endpoints.count_outcome(trial)  # the counterfactual truth
+    times, follow, _, _, _ = endpoints.count_data(trial)
+    duration = spec.follow_up.duration_months
+    planned = spec.sample_size * duration
+    end = observation.last_entry(trial.entry) + duration
+    fr = spec.looks.information_fractions
+    dates = np.stack([_accrual_date(trial.entry, follow, f * planned, end) for f in fr[:-1]] + [end], axis=1)
+    dates = np.minimum(dates, end[:, None])
+    A = len(spec.arms)
+    looks, accrued = [], []
+    for k in range(len(fr)):
+        cut = dates[:, k][:, None]
+        f_k = np.clip(np.where(trial.enrolled, cut - trial.entry, 0.0), 0.0, follow)
+        seen = trial.enrolled & (f_k > 0.0)
+        res = endpoints.count_tests(times, f_k, counts.event_counts(times, f_k), seen, trial.arm, spec)
+        sign = -1.0 if spec.analysis.benefit == "lower" else 1.0
+        res["z_benefit"] = sign * res["statistic"]
+        res["true_effect"] = fixed["true_effect"]
+        res["n_enrolled"] = endpoints.per_arm(trial.enrolled & (trial.entry <= cut), trial.arm, A)
+        looks.append(res)
+        accrued.append(f_k.sum(axis=1) / 12.0)
+    info = np.stack(accrued, axis=1)
+    out, _ = _by_patients(spec, looks, dates, ratio=True, info=info, planned=planned / 12.0)
+    return out
+
+
+def _accrual_date(entry, follow, target: float, end) -> np.ndarray:
+    """(R,) calendar date at which the follow-up accrued by all patients, sum of clip(t - entry, 0,
+    follow), reaches ``target`` months (``end`` when it never does): bisection, vectorised over replicates."""
+    lo = np.zeros(entry.shape[0])
+    hi = end.copy()
+    start = np.where(np.isfinite(entry), entry, 0.0)
+    for _ in range(60):  # the date to within 1e-18 of the horizon: far below a day
+        mid = 0.5 * (lo + hi)
+        accrued = np.clip(mid[:, None] - start, 0.0, follow).sum(axis=1)
+        below = accrued < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return hi
+
+
+def _by_patients(spec, looks: list[dict], dates: np.ndarray, ratio: bool, info=None, planned=None):
+    """Group-sequential decision of looks whose information is known at the look: by default the number of
+    patients analysed as a fraction of the planned sample size (``info`` and ``planned`` replace both).
+    Patients lost before their assessment leave the final fraction below 1; the final look spends what is
+    left of alpha whatever its information. ``looks`` hold each look's analysis with ``z_benefit``,
+    ``_se`` (of the estimate, or of its log when ``ratio``) and optionally ``_df``."""
     R, K = dates.shape
     per = _look_outputs(looks, ("statistic", "estimate", "ci_lower", "ci_upper", "true_effect", "n_analysed",
-                                "n_events", "n_enrolled", "z_benefit", "_se", "_df"))
-    info = per["n_analysed"].sum(axis=2).astype(np.float64)
-    fractions = info / spec.sample_size
+                                "n_events", "n_enrolled", "event_rate", "dispersion", "z_benefit", "_se", "_df"))
+    if info is None:
+        info, planned = per["n_analysed"].sum(axis=2).astype(np.float64), spec.sample_size
+    fractions = info / planned
     performed = np.ones((R, K), bool)
     z_sup = per.pop("z_benefit")
     se, df = per.pop("_se"), per.pop("_df", None)
