@@ -6,7 +6,9 @@ Data (fixed seed): two arms randomized 1:1 within 4 strata, two covariates (a st
 continuous one, e.g. age, and a binary one, e.g. prior therapy), 1000 patients per replicate.
 Binary outcome: logistic in arm (odds ratio 0.7), stratum and covariates, about 30% events.
 Survival: exponential, hazard ratio 0.75, the control hazard doubling from one stratum to the
-next and depending on both covariates, about 30% censored. Multiplicity: three active arms against
+next and depending on both covariates, about 30% censored. Recurrent events: Poisson processes
+with gamma frailty (variance 0.8), 0.02 events/month on control in the first stratum, x1.3 per
+stratum, rate ratio 0.75, depending on both covariates, 12-36 months of follow-up. Multiplicity: three active arms against
 one shared control (equal allocation), the comparisons' one-sided p-values of correlated z's.
 
 Each vctrial kernel analyses all replicates in one call (median of ``--repeats`` calls after a
@@ -20,6 +22,11 @@ time on the first replicates (fewer for the slow ones), in the same run:
 * stratified Cox with the 2 covariates: statsmodels ``PHReg(strata=, ties="breslow").fit()`` and
   lifelines ``CoxPHFitter().fit(strata=[...])`` (Efron; the times are continuous, so no ties and the
   same likelihood);
+* negative binomial (NB2, log follow-up offset), arm + 2 covariates + stratum indicators: statsmodels
+  ``NegativeBinomial(loglike_method="nb2", exposure=).fit()`` polished by ``fit(method="newton")``
+  from there (both timed: the default BFGS fit alone stops about 1e-5 short);
+* stratified LWYY with the 2 covariates, robust SE: statsmodels ``PHReg(entry=, strata=,
+  ties="breslow").fit(groups=id)`` on counting-process rows (building the rows is not timed);
 * Bonferroni, Holm, Hochberg: statsmodels ``multipletests`` (``simes-hochberg`` for Hochberg; its
   Holm branch runs ``gc.collect()`` on every call, so Holm is also timed with that stubbed out);
 * Dunnett adjusted p (a note): ``1 - scipy.stats.multivariate_normal.cdf`` at (z_j, ..., z_j),
@@ -58,6 +65,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from vctrial.trial.binary import chi_square, cmh, logistic  # noqa: E402
+from vctrial.trial.counts import event_counts, lwyy, negbin  # noqa: E402
 from vctrial.trial.multiplicity import adjust, many_to_one_correlation  # noqa: E402
 from vctrial.trial.stratified import cox_adjusted, logrank_stratified  # noqa: E402
 
@@ -82,9 +90,18 @@ def make_data(n_rep: int, n: int, seed: int) -> dict[str, np.ndarray]:
     # multiplicity: 3 comparisons with a shared control, true effects 0, 1.5, 2.5 on the z scale
     corr = many_to_one_correlation(ARMS_WEIGHTS)
     z = np.array([0.0, 1.5, 2.5]) + rng.multivariate_normal(np.zeros(3), corr, n_rep)
+    # recurrent events (drawn last, so the data above do not change)
+    frailty = rng.gamma(1.0 / 0.8, 0.8, (n_rep, n))
+    rate = 0.02 * 1.3 ** strata * np.exp(np.log(0.75) * group + 0.3 * age + 0.4 * prior)
+    count = rng.poisson(frailty * rate * 36.0)
+    slots = max(int(count.max()), 1)
+    event_times = np.where(np.arange(slots) < count[:, :, None], rng.uniform(0.0, 36.0, (n_rep, n, slots)),
+                           np.nan)
+    follow_up = np.minimum(rng.uniform(12.0, 36.0, (n_rep, n)), rng.exponential(60.0, (n_rep, n)))
     return {"strata": strata, "group": group, "covariates": covariates, "y": y,
             "time": np.minimum(t_event, t_censor), "event": t_event <= t_censor,
-            "p": stats.norm.sf(z), "corr": corr}
+            "p": stats.norm.sf(z), "corr": corr, "event_times": event_times, "follow_up": follow_up,
+            "counts": event_counts(event_times, follow_up)}
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -148,9 +165,11 @@ def main(argv=None) -> None:
     d = make_data(n_rep, n, args.seed)
     y, group, strata, cov = d["y"], d["group"], d["strata"], d["covariates"]
     time_, event, p = d["time"], d["event"], d["p"]
+    ev, follow, counts = d["event_times"], d["follow_up"], d["counts"]
     print(f"data: {n_rep} replicates x {n} patients, {N_STRATA} strata, 2 covariates; binary "
           f"{100 * y.mean():.0f}% events; survival {100 * (1 - event.mean()):.0f}% censored; "
-          f"multiplicity {p.shape[1]} comparisons; seed {args.seed}")
+          f"recurrent {counts.mean():.2f} events per patient; multiplicity {p.shape[1]} comparisons; "
+          f"seed {args.seed}")
     print(f"threads: {threads} for everything (numba {threads}"
           f"{', layer ' + numba.threading_layer() if threads > 1 else ''}; "
           f"{', '.join(THREAD_VARS[1:])} = {args.threads}); {os.cpu_count()} CPUs")
@@ -170,6 +189,10 @@ def main(argv=None) -> None:
                                                                         strata[s]),
         "stratified Cox + 2 cov": lambda s=slice(None): cox_adjusted(time_[s], event[s], group[s], cov[s],
                                                                      strata=strata[s]),
+        "NB2 (arm + 2 cov + strata)": lambda s=slice(None): negbin(counts[s], follow[s], group[s],
+                                                                   covariates=cov[s], strata=strata[s]),
+        "stratified LWYY + 2 cov": lambda s=slice(None): lwyy(ev[s], follow[s], group[s], covariates=cov[s],
+                                                              strata=strata[s]),
         "Bonferroni": lambda s=slice(None): adjust(p[s], "bonferroni"),
         "Holm": lambda s=slice(None): adjust(p[s], "holm"),
         "Hochberg": lambda s=slice(None): adjust(p[s], "hochberg"),
@@ -211,6 +234,45 @@ def main(argv=None) -> None:
         fit = CoxPHFitter().fit(df, "T", "E", strata=["s"])
         return fit.params_["g"], fit.standard_errors_["g"]
 
+    def ref_nb2(r):
+        x = np.column_stack([np.ones(n), group[r], cov[r], *(dk[r] for dk in dummies)])
+        model = sm.NegativeBinomial(counts[r], x, loglike_method="nb2", exposure=follow[r])
+        fit = model.fit(disp=0, maxiter=500)
+        fit = model.fit(start_params=fit.params, method="newton", tol=1e-12, disp=0)
+        return fit.params[1], fit.bse[1]
+
+    def counting_process(r):
+        """PHReg's rows for LWYY: one (entry, stop] per gap between a patient's events, entries just
+        after the previous event (PHReg counts a row at risk at its entry); rows holding no event time
+        of their stratum add nothing and would get NaN score residuals, so are dropped."""
+        start, stop, status, pid = [], [], [], []
+        for i in range(n):
+            t = np.sort(ev[r, i][ev[r, i] <= follow[r, i]])
+            a, b = np.r_[0.0, t], np.r_[t, follow[r, i]]
+            keep = b > a
+            start.append(a[keep])
+            stop.append(b[keep])
+            status.append(np.r_[np.ones(len(t)), 0.0][keep])
+            pid.append(np.full(keep.sum(), i))
+        start, stop, status, pid = map(np.concatenate, (start, stop, status, pid))
+        st = strata[r][pid]
+        keep = np.zeros(len(stop), bool)
+        for k in range(N_STRATA):
+            here = st == k
+            u = np.unique(stop[here & (status == 1.0)])
+            keep[here] = np.searchsorted(u, stop[here], "right") > np.searchsorted(u, start[here], "right")
+        start, stop, status, pid = start[keep], stop[keep], status[keep], pid[keep]
+        entry = np.where(start > 0, np.nextafter(start, np.inf), 0.0)
+        x = np.column_stack([group[r], cov[r]]).astype(np.float64)[pid]
+        return stop, x, status, entry, strata[r][pid], pid
+
+    lwyy_rows = [counting_process(r) for r in range(n_slow)]
+
+    def ref_lwyy(r):
+        stop, x, status, entry, st, pid = lwyy_rows[r]
+        fit = PHReg(stop, x, status=status, entry=entry, strata=st, ties="breslow").fit(groups=pid)
+        return fit.params[0], fit.bse[0]
+
     def ref_multipletests(method):
         return lambda r: multipletests(p[r], method=method)[1]
 
@@ -246,7 +308,8 @@ def main(argv=None) -> None:
 
     def fit_check(tol_b, tol_se):
         def check(v, ref):
-            eb, es = absd(v.log_or if hasattr(v, "log_or") else v.log_hr, ref[:, 0]), rel(v.se, ref[:, 1])
+            est = next(getattr(v, f) for f in ("log_or", "log_hr", "log_rr") if hasattr(v, f))
+            eb, es = absd(est, ref[:, 0]), rel(v.se, ref[:, 1])
             ok = eb < tol_b and es < tol_se and bool(v.converged.all())
             return (f"estimate max abs diff {eb:.1e} (tol {tol_b:g}), SE max rel diff {es:.1e} "
                     f"(tol {tol_se:g})"), ok
@@ -270,6 +333,10 @@ def main(argv=None) -> None:
             # lifelines' default stopping rule leaves its estimate within about 1e-4 of the optimum
             ("lifelines CoxPHFitter(strata=).fit", ref_lifelines, n_slow, fit_check(1e-4, 1e-3)),
         ],
+        "NB2 (arm + 2 cov + strata)": [("statsmodels NegativeBinomial(nb2) + newton", ref_nb2, n_mid,
+                                        fit_check(1e-6, 1e-6))],
+        "stratified LWYY + 2 cov": [("statsmodels PHReg(strata, entry, groups)", ref_lwyy, n_slow,
+                                     fit_check(1e-6, 1e-6))],
         "Bonferroni": [("statsmodels multipletests(bonferroni)", ref_multipletests("bonferroni"), n_fast,
                         p_check(1e-12))],
         "Holm": [("statsmodels multipletests(holm)", ref_multipletests("holm"), n_mid, p_check(1e-12)),

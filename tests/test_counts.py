@@ -4,6 +4,7 @@ Python transcriptions of the estimating equations."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -423,3 +424,327 @@ def test_lwyy_robust_test_level_under_the_null_with_frailty():
     assert ok, info
     naive = np.mean(p_value(res.log_rr / res.se_model, "two") < 0.05)
     assert naive > 0.10  # 0.157 here
+
+
+# ------------------------------------------------------------------------------ covariates, strata
+
+
+def make_adjusted(seed, n_rep, n, rr=0.75, alpha=0.6, rate=0.06, horizon=36.0, n_strata=3,
+                  ties=False, uneven=True):
+    """Recurrent events whose rate depends on two covariates (a standardized continuous one and a
+    binary one) and on the stratum, with gamma frailty: (event_times, follow_up, group, include,
+    covariates (R, n, 2), strata)."""
+    rng = np.random.default_rng(seed)
+    group = (rng.random((n_rep, n)) < 0.5).astype(np.int8)
+    cov = np.stack([rng.standard_normal((n_rep, n)), (rng.random((n_rep, n)) < 0.4).astype(float)],
+                   axis=2)
+    strata = rng.integers(0, n_strata, (n_rep, n))
+    frailty = rng.gamma(1.0 / alpha, alpha, (n_rep, n))
+    mult = np.exp(0.4 * cov[:, :, 0] + 0.6 * cov[:, :, 1] + 0.5 * strata) * np.where(group == 1, rr, 1.0)
+    count = rng.poisson(frailty * mult * rate * horizon)
+    slots = max(int(count.max()), 1)
+    times = rng.uniform(0.0, horizon, (n_rep, n, slots))
+    if ties:
+        times = np.ceil(times)
+    event_times = np.where(np.arange(slots) < count[:, :, None], times, np.nan)
+    follow_up = np.minimum(rng.uniform(12.0, horizon, (n_rep, n)), rng.exponential(60.0, (n_rep, n)))
+    if ties:
+        follow_up = np.ceil(follow_up)
+    include = (rng.random((n_rep, n)) < 0.85) if uneven else np.ones((n_rep, n), bool)
+    return event_times, follow_up, group, include, cov, strata
+
+
+def statsmodels_nb_design(y, exposure, x):
+    """statsmodels NB2 on the design x (intercept first): its default fit (BFGS), then its
+    Newton-Raphson to 1e-12 from there."""
+    model = sm.NegativeBinomial(y, x, loglike_method="nb2", exposure=exposure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = model.fit(disp=0, maxiter=1000).params
+        return model.fit(start_params=start, method="newton", maxiter=200, tol=1e-12, disp=0)
+
+
+def stratum_dummies(strata):
+    """Indicators of each stratum present but the first."""
+    return np.column_stack([strata == k for k in np.unique(strata)[1:]]).astype(float)
+
+
+@pytest.mark.parametrize("use_cov, use_strata", [(True, True), (True, False), (False, True)],
+                         ids=["covariates-and-strata", "covariates", "strata"])
+def test_negbin_with_covariates_and_strata_matches_statsmodels_nb2(use_cov, use_strata):
+    ev, fu, group, include, cov, strata = make_adjusted(70, 3, 400)
+    y = event_counts(ev, fu)
+    res = negbin(y, fu, group, include, covariates=cov if use_cov else None,
+                 strata=strata if use_strata else None, level=0.9)
+    assert res.converged.all()
+    for r in range(3):
+        k = include[r]
+        cols = [np.ones(k.sum()), group[r][k].astype(float)]
+        cols += [cov[r][k]] if use_cov else []
+        cols += [stratum_dummies(strata[r][k])] if use_strata else []
+        ref = statsmodels_nb_design(y[r][k], fu[r][k], np.column_stack(cols))
+        np.testing.assert_allclose(res.log_rr[r], ref.params[1], rtol=NB_RTOL)
+        np.testing.assert_allclose(res.se[r], ref.bse[1], rtol=NB_RTOL)
+        np.testing.assert_allclose(res.alpha[r], ref.params[-1], rtol=NB_RTOL)
+        np.testing.assert_allclose(res.z[r], ref.tvalues[1], rtol=NB_RTOL)
+        np.testing.assert_allclose([res.lower[r], res.upper[r]], np.exp(ref.conf_int(0.1)[1]),
+                                   rtol=NB_RTOL)
+    # the adjustment matters on these data (rates depend on the covariates and strata)
+    crude = negbin(y, fu, group, include)
+    assert np.max(np.abs(crude.log_rr - res.log_rr)) > 1e-3
+
+
+def test_negbin_stratum_without_events_is_left_out_like_its_limit():
+    """A stratum with no events: its coefficient is -infinity; the fit is that of the others."""
+    ev, fu, group, include, cov, strata = make_adjusted(71, 2, 400)
+    y = event_counts(ev, fu)
+    y[strata == 1] = 0
+    res = negbin(y, fu, group, include, covariates=cov, strata=strata)
+    assert res.converged.all()
+    for r in range(2):
+        k = include[r] & (strata[r] != 1)
+        x = np.column_stack([np.ones(k.sum()), group[r][k], cov[r][k], stratum_dummies(strata[r][k])])
+        ref = statsmodels_nb_design(y[r][k], fu[r][k], x)
+        np.testing.assert_allclose(res.log_rr[r], ref.params[1], rtol=NB_RTOL)
+        np.testing.assert_allclose(res.se[r], ref.bse[1], rtol=NB_RTOL)
+        np.testing.assert_allclose(res.alpha[r], ref.params[-1], rtol=NB_RTOL)
+
+
+def test_negbin_adjusted_without_overdispersion_is_the_poisson_fit():
+    rng = np.random.default_rng(72)
+    group = np.tile(np.array([0, 1], np.int8), (2, 150))
+    fu = rng.uniform(1.0, 2.0, (2, 300))
+    cov = rng.standard_normal((2, 300, 1))
+    y = rng.binomial(3, 0.4, (2, 300))  # variance 0.72 < mean 1.2
+    res = negbin(y, fu, group, covariates=cov)
+    assert res.converged.all()
+    np.testing.assert_array_equal(res.alpha, 0.0)
+    for r in range(2):
+        x = np.column_stack([np.ones(300), group[r], cov[r]])
+        ref = sm.GLM(y[r], x, family=sm.families.Poisson(), offset=np.log(fu[r])).fit(tol=1e-12)
+        np.testing.assert_allclose(res.log_rr[r], ref.params[1], rtol=1e-9)
+        np.testing.assert_allclose(res.se[r], ref.bse[1], rtol=1e-9)
+
+
+def statsmodels_lwyy_adjusted(event_times, follow_up, x, strata=None):
+    """PHReg (Breslow ties, cluster-robust covariance by patient) on counting-process rows with
+    the columns of x, stratified by ``strata``: as :func:`statsmodels_lwyy`, the entries moved
+    just after the previous event and the rows holding no event time of their stratum dropped."""
+    s = np.zeros(len(follow_up), np.int64) if strata is None else np.asarray(strata)
+    rows = []
+    for i in range(len(follow_up)):
+        times = sorted(t for t in event_times[i] if np.isfinite(t) and t <= follow_up[i])
+        start = 0.0
+        for t in times:
+            rows.append((start, t, 1.0, s[i], i))
+            start = t
+        if follow_up[i] > start:
+            rows.append((start, follow_up[i], 0.0, s[i], i))
+    start, stop, event, stratum, pid = (np.array(c) for c in zip(*rows))
+    keep = np.zeros(len(stop), bool)
+    for k in np.unique(stratum):
+        here = stratum == k
+        u = np.unique(stop[here & (event == 1.0)])
+        keep[here] = np.searchsorted(u, stop[here], "right") > np.searchsorted(u, start[here], "right")
+    start, stop, event, stratum, pid = (c[keep] for c in (start, stop, event, stratum, pid))
+    entry = np.where(start > 0, np.nextafter(start, np.inf), 0.0)
+    model = sm.PHReg(stop, np.asarray(x, float)[pid], status=event, entry=entry, ties="breslow",
+                     strata=None if strata is None else stratum)
+    fit = model.fit(groups=pid)
+    return fit.params[0], fit.bse[0]
+
+
+@pytest.mark.parametrize("use_cov, use_strata, ties", [(True, False, False), (True, False, True),
+                                                       (False, True, False), (True, True, False),
+                                                       (True, True, True)],
+                         ids=["covariates", "covariates-ties", "stratified", "stratified-covariates",
+                              "stratified-covariates-ties"])
+def test_lwyy_with_covariates_and_strata_matches_statsmodels_phreg_cluster_robust(use_cov, use_strata,
+                                                                                  ties):
+    ev, fu, group, include, cov, strata = make_adjusted(80 + ties, 3, 300, ties=ties)
+    if ties:  # no repeated time within a patient: a (t, t] row is not a counting-process row
+        for idx in np.ndindex(ev.shape[:2]):
+            u = np.unique(ev[idx][np.isfinite(ev[idx])])
+            ev[idx] = np.nan
+            ev[idx][: len(u)] = u
+    res = lwyy(ev, fu, group, include, covariates=cov if use_cov else None,
+               strata=strata if use_strata else None)
+    assert res.converged.all()
+    for r in range(3):
+        k = include[r]
+        x = np.column_stack([group[r][k]] + ([cov[r][k]] if use_cov else []))
+        beta, se = statsmodels_lwyy_adjusted(ev[r][k], fu[r][k], x, strata[r][k] if use_strata else None)
+        np.testing.assert_allclose(res.log_rr[r], beta, rtol=RTOL_SM)
+        np.testing.assert_allclose(res.se[r], se, rtol=RTOL_SM)
+    crude = lwyy(ev, fu, group, include)
+    assert np.max(np.abs(crude.log_rr - res.log_rr)) > 1e-3
+
+
+def test_lwyy_adjusted_model_se_matches_lifelines_counting_process():
+    """The model-based (Andersen-Gill) SE: lifelines' information on the same (start, stop] rows."""
+    ev, fu, group, include, cov, strata = make_adjusted(82, 2, 200, uneven=False)
+    res = lwyy(ev, fu, group, covariates=cov)
+    tight = {"precision": 1e-20, "r_precision": 1e-15}
+    for r in range(2):
+        df = counting_process(ev[r], fu[r], group[r])
+        df["x0"] = cov[r][df.id, 0]
+        df["x1"] = cov[r][df.id, 1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctv = CoxTimeVaryingFitter().fit(df, id_col="id", event_col="event", start_col="start",
+                                             stop_col="stop", fit_options=tight)
+        np.testing.assert_allclose(res.log_rr[r], ctv.params_["group"], rtol=1e-8)
+        np.testing.assert_allclose(res.se_model[r], ctv.standard_errors_["group"], rtol=1e-8)
+
+
+def test_one_stratum_and_no_covariates_give_the_unadjusted_fits():
+    ev, fu, group, include, cov, strata = make_adjusted(83, 3, 300)
+    y = event_counts(ev, fu)
+    one = np.full(fu.shape, 7)
+    for a, b in [(negbin(y, fu, group, include), negbin(y, fu, group, include, strata=one)),
+                 (lwyy(ev, fu, group, include), lwyy(ev, fu, group, include, strata=one))]:
+        for x, z in zip(a, b):
+            np.testing.assert_allclose(x, z, rtol=1e-9)
+
+
+def test_a_constant_covariate_is_left_out_of_the_adjusted_fits():
+    ev, fu, group, include, cov, strata = make_adjusted(84, 2, 300)
+    y = event_counts(ev, fu)
+    extra = np.concatenate([cov, np.full(cov.shape[:2] + (1,), 3.0)], axis=2)
+    for fit in (negbin, lwyy):
+        data = (y if fit is negbin else ev, fu, group, include)
+        a = fit(*data, covariates=cov, strata=strata)
+        b = fit(*data, covariates=extra, strata=strata)
+        assert a.converged.all()
+        for x, z in zip(a, b):
+            np.testing.assert_allclose(x, z, rtol=1e-9)
+
+
+def test_adjusted_degenerate_replicates_give_nan_not_converged():
+    ev, fu, group, include, cov, strata = make_adjusted(85, 4, 150)
+    ev[1, group[1] == 1] = np.nan  # no events on active
+    ev[2] = np.nan  # no events
+    include[3] = False
+    y = event_counts(ev, fu)
+    for res in (negbin(y, fu, group, include, covariates=cov, strata=strata),
+                lwyy(ev, fu, group, include, covariates=cov, strata=strata)):
+        assert res.converged[0] and not res.converged[1:].any()
+        assert np.isfinite(res.log_rr[0]) and np.all(np.isnan(res.log_rr[1:]))
+        assert np.all(np.isnan(res.se[1:]))
+
+
+def test_adjusted_fits_batch_and_threads_do_not_change_results():
+    ev, fu, group, include, cov, strata = make_adjusted(86, 8, 150, ties=True)
+    y = event_counts(ev, fu)
+
+    def both(s=slice(None)):
+        return (*negbin(y[s], fu[s], group[s], include[s], covariates=cov[s], strata=strata[s]),
+                *lwyy(ev[s], fu[s], group[s], include[s], covariates=cov[s], strata=strata[s]))
+
+    batch = both()
+    for r in (0, 5):
+        for b, a in zip(batch, both(slice(r, r + 1))):
+            np.testing.assert_array_equal(b[r: r + 1], a)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = both()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, batch):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adjusted_invalid_inputs_name_the_argument():
+    ev, fu, group, include, cov, strata = make_adjusted(87, 2, 30)
+    y = event_counts(ev, fu)
+    with pytest.raises(ValueError, match="covariates: must have shape"):
+        negbin(y, fu, group, covariates=cov[:, :, 0])
+    with pytest.raises(ValueError, match="covariates: must have shape"):
+        lwyy(ev, fu, group, covariates=cov[:, :10])
+    bad = cov.copy()
+    bad[1, 4, 0] = np.nan
+    with pytest.raises(ValueError, match="covariates: must be finite .* replicate 1, patient 4"):
+        lwyy(ev, fu, group, covariates=bad)
+    include[1, 4] = False
+    lwyy(ev, fu, group, include, covariates=bad)  # excluded patients are not checked
+    with pytest.raises(TypeError, match="strata: must hold integer labels"):
+        negbin(y, fu, group, strata=strata.astype(float))
+
+
+def test_a_covariate_constant_within_every_stratum_is_absorbed_by_the_strata():
+    """E.g. the stratification factor also named as a covariate: the fits are those without it."""
+    ev, fu, group, include, cov, strata = make_adjusted(88, 2, 300)
+    y = event_counts(ev, fu)
+    extra = np.concatenate([cov, (strata == 1)[:, :, None].astype(float)], axis=2)
+    for fit in (negbin, lwyy):
+        data = (y if fit is negbin else ev, fu, group, include)
+        a = fit(*data, covariates=cov, strata=strata)
+        b = fit(*data, covariates=extra, strata=strata)
+        assert b.converged.all()
+        for x, z in zip(a, b):
+            np.testing.assert_allclose(x, z, rtol=1e-9)
+
+
+# ------------------------------------------------------------------------------ simulated trials
+
+
+def _simulated_count_trial(method, **overrides):
+    from vctrial.spec.protocol import load_protocol
+    from vctrial.trial.run import simulate_chunk, simulate_patients
+
+    path = Path(__file__).resolve().parents[1] / "protocols" / "hf_total_hospitalizations.yaml"
+    p = load_protocol(path, overrides={"sample_size": 600, "analysis.method": method, **overrides})
+    out = simulate_chunk(p, 17, np.arange(2))
+    trial, cohort, _ = simulate_patients(p, 17, np.arange(2))
+    lost = np.minimum(trial.dropout, np.take_along_axis(trial.paths.death_time, trial.arm[..., None].astype(int),
+                                                        axis=2)[:, :, 0])
+    follow = np.where(trial.enrolled, np.minimum(lost, 24.0), 0.0)
+    times = np.take_along_axis(trial.paths.event_times, trial.arm[..., None, None].astype(int), axis=2)[:, :, 0]
+    return out, trial, cohort, follow, times
+
+
+@pytest.mark.parametrize("method", ["negative_binomial", "lwyy"])
+@pytest.mark.parametrize("stratified", [False, True], ids=["adjusted", "adjusted-stratified"])
+def test_count_endpoint_with_covariates_reproduces_statsmodels_on_a_simulated_trial(method, stratified):
+    names = ["age", "lvef_pct", "egfr_ml_min"]
+    extra = {"randomization.strata": ["sex_female"], "analysis.stratified": True} if stratified else {}
+    out, trial, cohort, follow, times = _simulated_count_trial(method, **{"analysis.covariates": names},
+                                                               **extra)
+    x_cov = np.stack([cohort.column(c) for c in names], axis=2)
+    strata = cohort.column("sex_female").astype(int)
+    y = event_counts(times, follow)
+    assert out["n_events"].sum() == y.sum() > 0
+    for r in range(2):
+        k = trial.enrolled[r] & (follow[r] > 0)
+        g = trial.arm[r][k].astype(float)
+        if method == "negative_binomial":
+            cols = [np.ones(k.sum()), g, x_cov[r][k]] + ([strata[r][k][:, None] == 1] if stratified else [])
+            ref = statsmodels_nb_design(y[r][k], follow[r][k] / 12.0, np.column_stack(cols).astype(float))
+            b, se = ref.params[1], ref.bse[1]
+            assert out["dispersion"][r] == pytest.approx(ref.params[-1], rel=1e-6)
+        else:
+            b, se = statsmodels_lwyy_adjusted(times[r][k], follow[r][k], np.column_stack([g, x_cov[r][k]]),
+                                              strata[r][k] if stratified else None)
+        assert np.log(out["estimate"][r]) == pytest.approx(b, rel=1e-6)
+        assert out["statistic"][r] == pytest.approx(b / se, rel=1e-6)
+        assert out["p_value"][r] == pytest.approx(stats.norm.cdf(b / se), rel=1e-6)
+
+
+@pytest.mark.parametrize("edit, key", [
+    ("  covariates: [age, hba1c_pct]\n", "analysis.covariates[1]"),
+    ("  stratified: true\n", "analysis.stratified"),
+], ids=["unknown-covariate", "stratified-without-strata"])
+def test_bad_count_analysis_options_exit_2_naming_the_key(tmp_path, edit, key):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "protocols" / "hf_total_hospitalizations.yaml").read_text()
+    text = text.replace("../cohorts/", f"{root}/cohorts/").replace("../diseases/", f"{root}/diseases/")
+    path = tmp_path / "counts.yaml"
+    path.write_text(text + edit)
+    proc = subprocess.run([sys.executable, "-m", "vctrial.cli", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert str(path) in proc.stderr and key in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

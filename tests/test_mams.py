@@ -219,3 +219,19 @@ def test_bad_mams_settings_exit_2_naming_the_key(tmp_path, old, new, key):
         assert res.returncode == 2, res.stdout + res.stderr
         assert key in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "results.nc").exists()
+
+
+def test_compare_puts_a_mams_design_beside_the_fixed_one_and_refuses_other_arms(tmp_path):
+    cli = [sys.executable, "-m", "vctrial.cli", "compare"]
+    three = ROOT / "protocols" / "hf_three_arm.yaml"
+    res = subprocess.run(cli + [str(three), str(MAMS), "-n", "4", "-q", "-o", str(tmp_path / "c.nc")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    ds = api.open_results(tmp_path / "c.nc")
+    assert list(ds["protocol"].values) == ["hf_three_arm", "hf_mams"]
+    assert ds["reject"].dims == ("protocol", "replicate", "comparison")
+    two = ROOT / "protocols" / "hf_outcomes.yaml"
+    res = subprocess.run(cli + [str(two), str(MAMS), "-n", "4", "-q", "-o", str(tmp_path / "d.nc")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and "arms" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "d.nc").exists()

@@ -7,6 +7,8 @@ The trial layout itself is built in :mod:`vctrial.trial.dataset`, the population
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import json
 import os
@@ -793,9 +795,11 @@ def stack(datasets: list[xr.Dataset], dims: dict[str, list]) -> xr.Dataset:
                 name = "_" + name
             carriers[k] = name
             taken.add(name)
+    numeric = {k for k in varying  # a number where present: NaN (not "") where absent, so the variable is numeric
+               if all(isinstance(_attr_value(d.attrs[k]), (int, float, np.number)) for d in datasets if k in d.attrs)}
     parts = []
     for d in datasets:
-        extra = {k: _attr_value(d.attrs.get(k, "")) for k in varying}
+        extra = {k: _attr_value(d.attrs.get(k, np.nan if k in numeric else "")) for k in varying}
         d = d.copy()
         d.attrs = {}
         for k, v in extra.items():
@@ -854,7 +858,10 @@ def point(ds: xr.Dataset) -> xr.Dataset:
     out = ds.drop_vars([name for name in carriers.values() if name in ds.data_vars])
     out.attrs = {k: v for k, v in ds.attrs.items() if k != VARYING}
     for k, name in carriers.items():
-        out.attrs[k] = ds[name].values.item()
+        value = ds[name].values.item()
+        if isinstance(value, float) and math.isnan(value) or value == "":  # the point did not have it
+            continue
+        out.attrs[k] = value
     own = out.attrs.pop("point_variables", None)
     if own is not None:  # drop the variables other points had and this one did not (NaN padding)
         out = out[[v for v in json.loads(own) if v in out.data_vars]]

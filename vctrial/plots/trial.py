@@ -350,12 +350,15 @@ def estimate_figure(ds: xr.Dataset) -> Figure:
             _draw_estimate(ax, p, label)
         axes[0].set_ylabel("Simulated trials")
     else:
-        cols = max(len(r) for r in rows)
-        fig = Figure(figsize=(4.5 * cols, 3.5 * len(rows) + 1.0), layout="constrained")
-        grid = fig.subplots(len(rows), cols, squeeze=False)
+        if len(rows) == 1:  # one point: its comparisons at most three a row
+            fig, axes = _grid(len(rows[0]), 5.0, 3.6, sharey=False)
+            grid = np.array([axes], dtype=object)
+        else:  # a row per point
+            fig = Figure(figsize=(4.5 * max(map(len, rows)), 3.5 * len(rows) + 1.0), layout="constrained")
+            grid = fig.subplots(len(rows), max(map(len, rows)), squeeze=False)
         for r, row in enumerate(rows):
             span = _estimate_span([p for _, _, p in row])  # the comparisons of a point on one scale
-            for c in range(cols):
+            for c in range(grid.shape[1]):
                 ax = grid[r, c]
                 if c >= len(row):
                     ax.set_visible(False)
@@ -366,7 +369,9 @@ def estimate_figure(ds: xr.Dataset) -> Figure:
                     head += f" vs {_control(panels[r][1])}"
                 _draw_estimate(ax, p, head, span, COLORS[c % len(COLORS)])
                 ax.set_gid(f"estimate:{label}:{arm}" if label else f"estimate:{arm}")
-            grid[r, 0].set_ylabel("Simulated trials")
+            step = (2 if len(row) == 4 else 3) if len(rows) == 1 else grid.shape[1]
+            for c in range(0, len(row), step):  # the first panel of each line of panels
+                grid[r, c].set_ylabel("Simulated trials")
         what += "\none panel per comparison with the control"
         if len(rows) > 1:
             what += ", a row per " + ("protocol" if "protocol" in ds.dims else "sweep point")
@@ -425,7 +430,7 @@ def _draw_estimate(ax, p: xr.Dataset, label: str, span: tuple[float, float] | No
     rate, lo, hi = _rejection(p)
     what = "type I error" if _is_null(p) else "power"
     head = f"{label}\n" if label else ""
-    ax.set_title(f"{head}{what} {rate:.3f} (95% MC {lo:.3f}–{hi:.3f})", fontsize=9)
+    ax.set_title(f"{head}{what} {rate:.3f} (95% MC {max(lo, 0.0):.3f}–{hi:.3f})", fontsize=9)  # no "-0.000"
     ax.legend(fontsize=7)
 
 

@@ -516,8 +516,10 @@ class Analysis(StrictModel):
     crude ``measure``; cmh: Cochran-Mantel-Haenszel test over the randomization strata, Mantel-Haenszel
     ``measure``; logistic: Wald test of the arm in a logistic regression on the ``covariates`` (and
     the strata with ``stratified``), odds ratio. Count: negative_binomial: NB2 regression with log
-    follow-up offset; lwyy: Lin-Wei-Yang-Ying proportional rates with a robust variance; both give
-    the rate ratio.
+    follow-up offset (on the ``covariates`` and, with ``stratified``, stratum indicators);
+    lwyy: Lin-Wei-Yang-Ying proportional rates with a robust variance (on the ``covariates``;
+    with ``stratified``, a baseline rate function per stratum); both give the rate ratio, adjusted
+    (conditional on the covariates and strata) when they are used.
     """
 
     method: Literal["logrank", "fleming_harrington", "maxcombo", "rmst", "cox", "ancova", "chi_square", "cmh",
@@ -527,8 +529,10 @@ class Analysis(StrictModel):
         "negative_binomial or lwyy")
     stratified: bool = Field(False, description="analyse within the randomization strata (randomization.strata): "
                              "stratified log-rank and stratified Cox (logrank, fleming_harrington, cox), "
-                             "strata indicators (logistic); cmh always uses them")
-    covariates: list[str] = Field([], description="cohort covariates to adjust for (cox, logistic): numeric or "
+                             "strata indicators (logistic, negative_binomial), a baseline rate function per "
+                             "stratum (lwyy); cmh always uses them")
+    covariates: list[str] = Field([], description="cohort covariates to adjust for (cox, logistic, "
+                                  "negative_binomial, lwyy): numeric or "
                                   "binary names, a categorical's name (its possible levels but the first) or "
                                   "name[level] for one level's indicator")
     measure: Literal["risk_difference", "risk_ratio", "odds_ratio"] | None = Field(
@@ -851,12 +855,13 @@ class TrialProtocol(StrictModel):
             key = "stratified" if a.stratified else "method"
             raise ValueError(f"analysis.{key}: the analysis strata are the randomization strata; "
                              "randomization.strata names none")
-        if a.stratified and method not in ("logrank", "fleming_harrington", "cox", "cmh", "logistic"):
+        if a.stratified and method not in ("logrank", "fleming_harrington", "cox", "cmh", "logistic",
+                                           "negative_binomial", "lwyy"):
             raise ValueError(f"analysis.stratified: method {method} has no stratified form (time-to-event: logrank, "
-                             "fleming_harrington, cox; binary: cmh, logistic)")
-        if a.covariates and method not in ("cox", "logistic"):
+                             "fleming_harrington, cox; binary: cmh, logistic; count: negative_binomial, lwyy)")
+        if a.covariates and method not in ("cox", "logistic", "negative_binomial", "lwyy"):
             raise ValueError(f"analysis.covariates: method {method} does not adjust for covariates (time-to-event: "
-                             "cox; binary: logistic)")
+                             "cox; binary: logistic; count: negative_binomial, lwyy)")
         if len(set(a.covariates)) != len(a.covariates):
             raise ValueError("analysis.covariates: a covariate is named twice")
         if kind != "binary" and a.measure is not None:

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from vctrial.trial.analysis import _include, _zero_one
-from vctrial.trial.stratified import _drop_inactive, _strata_codes, centre_columns, spd_solve
+from vctrial.trial.stratified import _strata_codes, spd_solve
 
 __all__ = ["BinaryEffect", "LogisticFit", "chi_square", "cmh", "logistic", "risk_effect", "tables"]
 
@@ -167,138 +167,223 @@ def risk_effect(y, group, measure: str, include=None, strata=None, *, level: flo
 
 
 @numba.njit(cache=True)
-def _logistic_eval(beta, x, y, include):
-    """Log-likelihood, score and observed information of a logistic model for one replicate."""
-    n, P = x.shape
+def _logistic_eval(alpha, beta, stratum, z, y):
+    """Log-likelihood, score and observed information of a logistic model for one replicate.
+
+    The linear predictor of patient i is alpha[stratum[i]] + z[i] . beta (one intercept per stratum).
+    The information is returned in blocks: ``d`` its diagonal for the intercepts (a patient touches
+    one intercept only, so that block is diagonal), ``cross`` (K, P) intercepts x beta, ``info``
+    (P, P) of beta; the score as ``u`` (intercepts) and ``v`` (beta).
+    """
+    m, P = z.shape
+    K = alpha.shape[0]
     ll = 0.0
-    score = np.zeros(P)
+    u = np.zeros(K)
+    d = np.zeros(K)
+    v = np.zeros(P)
+    cross = np.zeros((K, P))
     info = np.zeros((P, P))
-    for i in range(n):
-        if not include[i]:
-            continue
-        eta = 0.0
+    # ll = sum(y eta - log(1 + exp(eta))); log(1 + exp(eta)) = max(eta, 0) + log(1 + e) with
+    # e = exp(-|eta|) <= 1, and the log(1 + e) are summed as the log of their product, one log per
+    # 512 patients (the product stays below 2**512; a log per patient was half the time here)
+    prod = 1.0
+    for i in range(m):
+        k = stratum[i]
+        eta = alpha[k]
         for j in range(P):
-            eta += x[i, j] * beta[j]
-        # log(1 + exp(eta)) and the fitted probability without overflow
+            eta += z[i, j] * beta[j]
+        # the fitted probability without overflow
         if eta > 0.0:
             e = np.exp(-eta)
-            log1p = eta + np.log1p(e)
             p = 1.0 / (1.0 + e)
+            ll += (y[i] - 1.0) * eta
         else:
             e = np.exp(eta)
-            log1p = np.log1p(e)
             p = e / (1.0 + e)
-        ll += y[i] * eta - log1p
+            ll += y[i] * eta
+        prod *= 1.0 + e
+        if (i & 511) == 511:
+            ll -= np.log(prod)
+            prod = 1.0
         w = p * (1.0 - p)
         res = y[i] - p
+        u[k] += res
+        d[k] += w
         for j in range(P):
-            score[j] += res * x[i, j]
-            for k in range(j + 1):
-                info[j, k] += w * x[i, j] * x[i, k]
+            zj = z[i, j]
+            v[j] += res * zj
+            wz = w * zj
+            cross[k, j] += wz
+            for l in range(j + 1):
+                info[j, l] += wz * z[i, l]
+    ll -= np.log(prod)
     for j in range(P):
-        for k in range(j):
-            info[k, j] = info[j, k]
-    return ll, score, info
+        for l in range(j):
+            info[l, j] = info[j, l]
+    return ll, u, v, d, cross, info
 
 
 @numba.njit(cache=True)
-def _logistic_one(x, y, include, max_iter, tol):
-    """(log_or, se, converged) of one replicate; column 0 of x is the intercept, 1 the group."""
+def _block_solve(u, v, d, cross, info):
+    """Newton step of :func:`_logistic_eval`'s blocks: solve [[diag(d), cross], [cross', info]] x = (u, v)
+    by the Schur complement of the diagonal block.
+
+    Returns (ok, step of alpha, step of beta, variance of beta[0]); ok False when the information is
+    not positive definite (or not finite).
+    """
+    K, P = cross.shape
+    schur = info.copy()
+    rhs = v.copy()
+    for k in range(K):
+        if not d[k] > 1e-300 or not np.isfinite(d[k]):
+            return False, u, v, np.nan
+        for j in range(P):
+            c = cross[k, j] / d[k]
+            rhs[j] -= c * u[k]
+            for l in range(P):
+                schur[j, l] -= c * cross[k, l]
+    ok, b, var0 = spd_solve(schur, rhs, 0)
+    if not ok:
+        return False, u, v, np.nan
+    a = np.empty(K)
+    for k in range(K):
+        s = u[k]
+        for j in range(P):
+            s -= cross[k, j] * b[j]
+        a[k] = s / d[k]
+    return True, a, b, var0
+
+
+@numba.njit(cache=True)
+def _largest_step(step_a, step_b, share):
+    """Largest absolute step of intercept, indicators and beta given the steps of the strata's
+    intercepts ``step_a`` (see :func:`_logistic_one`)."""
+    big = np.max(np.abs(step_b))
+    mean = 0.0
+    for k in range(step_a.shape[0]):
+        mean += share[k] * step_a[k]
+        big = max(big, abs(step_a[k] - step_a[0]))
+    return max(big, abs(mean))
+
+
+@numba.njit(cache=True)
+def _logistic_one(y, group, cov, include, codes, n_codes, max_iter, tol):
+    """(log_or, se, converged, finite) of one replicate, the design built here from the patients.
+
+    Patients of strata whose outcomes are all equal are left out (see :func:`logistic`); the
+    covariates are centred over the patients left in, those constant among them are left out of
+    the fit. ``finite`` is False when a covariate of an included patient is not finite.
+    """
     nan = np.nan
-    n, P = x.shape
-    y1 = 0.0
-    m = 0.0
+    n, q = cov.shape
+    size = np.zeros(n_codes, np.int64)
+    ones = np.zeros(n_codes, np.int64)
+    for i in range(n):
+        if include[i]:
+            size[codes[i]] += 1
+            ones[codes[i]] += y[i]
+            for c in range(q):
+                if not np.isfinite(cov[i, c]):
+                    return nan, nan, False, False
+    index = np.full(n_codes, -1, np.int64)  # stratum code -> intercept, -1 for a stratum left out
+    K = 0
+    for c in range(n_codes):
+        if ones[c] > 0 and ones[c] < size[c]:
+            index[c] = K
+            K += 1
+    m = 0
     g1 = 0.0
+    total = np.zeros(q)
+    lo = np.full(q, np.inf)
+    hi = np.full(q, -np.inf)
     for i in range(n):
-        if include[i]:
-            m += 1.0
-            y1 += y[i]
-            g1 += x[i, 1]
-    if m == 0.0 or y1 == 0.0 or y1 == m or g1 == 0.0 or g1 == m:
-        return nan, nan, False
-    # columns that are constant zero among the included (e.g. an empty stratum) are held at 0
-    active = np.zeros(P, np.bool_)
+        if include[i] and index[codes[i]] >= 0:
+            m += 1
+            g1 += group[i]
+            for c in range(q):
+                x = cov[i, c]
+                total[c] += x
+                lo[c] = min(lo[c], x)
+                hi[c] = max(hi[c], x)
+    if m == 0 or g1 == 0.0 or g1 == m:  # (no stratum left: nobody, or all outcomes equal)
+        return nan, nan, False, True
+    # design: group, then the covariates that vary, centred (numerics only)
+    P = 1
+    for c in range(q):
+        if hi[c] > lo[c]:
+            P += 1
+    z = np.empty((m, P))
+    yy = np.empty(m)
+    stratum = np.empty(m, np.int64)
+    k = 0
     for i in range(n):
-        if include[i]:
-            for j in range(P):
-                if x[i, j] != 0.0:
-                    active[j] = True
+        if include[i] and index[codes[i]] >= 0:
+            z[k, 0] = group[i]
+            j = 1
+            for c in range(q):
+                if hi[c] > lo[c]:
+                    z[k, j] = cov[i, c] - total[c] / m
+                    j += 1
+            yy[k] = y[i]
+            stratum[k] = index[codes[i]]
+            k += 1
+    # the model as documented has an intercept and centred indicators of the strata but the first:
+    # intercept = sum_k share_k alpha_k, indicator k = alpha_k - alpha_0. Its start (the overall
+    # log odds, indicators 0) and its largest Newton step are used, so the iterations are those of
+    # the fit with indicator columns (Newton steps do not depend on the parametrization).
+    share = np.empty(K)
+    y1 = 0
+    for c in range(n_codes):
+        if index[c] >= 0:
+            share[index[c]] = size[c] / m
+            y1 += ones[c]
+    alpha = np.full(K, np.log(y1 / (m - y1)))
     beta = np.zeros(P)
-    beta[0] = np.log(y1 / (m - y1))
-    ll, score, info = _logistic_eval(beta, x, y, include)
+    ll, u, v, d, cross, info = _logistic_eval(alpha, beta, stratum, z, yy)
     converged = False
+    var0 = nan
     for _ in range(max_iter):
-        _drop_inactive(score, info, active)
-        ok, step, _ = spd_solve(info, score)
+        ok, step_a, step_b, var0 = _block_solve(u, v, d, cross, info)
         if not ok:
             break
-        big = np.max(np.abs(step))
+        big = _largest_step(step_a, step_b, share)
         if big < tol:
             converged = True
             break
         if big > 5.0:
-            step *= 5.0 / big
+            step_a *= 5.0 / big
+            step_b *= 5.0 / big
         slack = 1e-12 * (1.0 + abs(ll))
-        new = beta + step
-        new_ll, new_score, new_info = _logistic_eval(new, x, y, include)
+        new_a, new_b = alpha + step_a, beta + step_b
+        new = _logistic_eval(new_a, new_b, stratum, z, yy)
         halvings = 0
-        while not new_ll >= ll - slack and halvings < 40:
-            step *= 0.5
-            new = beta + step
-            new_ll, new_score, new_info = _logistic_eval(new, x, y, include)
+        while not new[0] >= ll - slack and halvings < 40:
+            step_a *= 0.5
+            step_b *= 0.5
+            new_a, new_b = alpha + step_a, beta + step_b
+            new = _logistic_eval(new_a, new_b, stratum, z, yy)
             halvings += 1
-        beta, ll, score, info = new, new_ll, new_score, new_info
+        alpha, beta = new_a, new_b
+        ll, u, v, d, cross, info = new
     if not converged:
-        return nan, nan, False
-    _drop_inactive(score, info, active)  # (the score is not used again)
-    ok, _, var11 = spd_solve(info, np.zeros(P), 1)
-    if not ok:
-        return nan, nan, False
-    return beta[1], np.sqrt(var11), True
+        return nan, nan, False, True
+    return beta[0], np.sqrt(var0), True, True
 
 
 @numba.njit(cache=True, parallel=True)
-def _logistic_kernel(x, y, include, max_iter, tol):
-    n_rep = x.shape[0]
+def _logistic_kernel(y, group, cov, include, codes, n_codes, max_iter, tol):
+    n_rep = y.shape[0]
     log_or = np.empty(n_rep)
     se = np.empty(n_rep)
     converged = np.empty(n_rep, np.bool_)
+    finite = np.empty(n_rep, np.bool_)
     for r in numba.prange(n_rep):
-        b, s, c = _logistic_one(x[r], y[r], include[r], max_iter, tol)
+        b, s, c, f = _logistic_one(y[r], group[r], cov[r], include[r], codes[r], n_codes, max_iter, tol)
         log_or[r] = b
         se[r] = s
         converged[r] = c
-    return log_or, se, converged
-
-
-def design_matrix(group, covariates=None, strata=None, include=None) -> np.ndarray:
-    """(R, n, P) columns intercept, group, the covariates (R, n, q), and an indicator of each stratum
-    but the first present (among ``include``) in the replicate, whose column stays zero."""
-    g = np.asarray(group, np.float64)
-    cols = [np.ones_like(g), g]
-    if covariates is not None:
-        cov = np.asarray(covariates, np.float64)
-        if cov.ndim != 3 or cov.shape[:2] != g.shape:
-            raise ValueError(f"covariates: must have shape (R, n, q) = {g.shape + ('q',)}, got {cov.shape}")
-        cols.extend(np.moveaxis(cov, 2, 0))
-    if strata is not None:
-        codes, K = _strata_codes(strata, g.shape)
-        inc = np.ones(g.shape, bool) if include is None else include
-        first = np.where(inc, codes, K).min(axis=1, keepdims=True)
-        cols.extend(((codes == k) & (first != k)).astype(np.float64) for k in range(K))
-    return np.ascontiguousarray(np.stack(cols, axis=2))
-
-
-def _without_uniform_strata(y: np.ndarray, include: np.ndarray, strata) -> np.ndarray:
-    """Leave out the patients of strata whose outcomes are all equal: their stratum's intercept runs off
-    to -+infinity, and in that limit (the supremum of the likelihood) they contribute nothing."""
-    R, n = y.shape
-    codes, K = _strata_codes(strata, y.shape)
-    cell = np.arange(R)[:, None] * K + codes
-    size = np.bincount(cell[include], minlength=R * K)
-    ones = np.bincount(cell[include], weights=y[include], minlength=R * K)
-    uniform = (ones == 0) | (ones == size)
-    return include & ~uniform[cell]
+        finite[r] = f
+    return log_or, se, converged, finite
 
 
 def logistic(y, group, covariates=None, include=None, strata=None, *, max_iter: int = 50,
@@ -306,10 +391,11 @@ def logistic(y, group, covariates=None, include=None, strata=None, *, max_iter: 
     """Logistic regression of ``y`` on intercept, ``group``, ``covariates`` and stratum indicators.
 
     Maximum likelihood by Newton-Raphson with step halving (as statsmodels' ``Logit``), converged
-    when the largest Newton step is below ``tol``; covariates are centred inside (the group
-    coefficient does not change). A column that is constant among the included patients (a stratum
-    with nobody in it) is left out of the fit, and so are the patients of a stratum whose outcomes
-    are all equal (its intercept is infinite; they add nothing to the maximized likelihood).
+    when the largest Newton step is below ``tol``; covariates and indicators are centred inside (the
+    group coefficient does not change). The kernel fits one intercept per stratum, the same model
+    (and the same iterations) without building the indicator columns. A covariate that is constant
+    among the included patients is left out of the fit, and so are the patients of a stratum whose
+    outcomes are all equal (its intercept is infinite; they add nothing to the maximized likelihood).
 
     Args:
         y: (R, n) outcome, bool or 0/1.
@@ -325,13 +411,19 @@ def logistic(y, group, covariates=None, include=None, strata=None, *, max_iter: 
     if max_iter < 1 or not tol > 0.0:
         raise ValueError(f"max_iter, tol: must be >= 1 and > 0, got {max_iter}, {tol}")
     yy, g, inc = _inputs(y, group, include)
-    if strata is not None:
-        inc = _without_uniform_strata(yy, inc, strata)
-    x = design_matrix(g, covariates, strata, inc)
-    if not np.isfinite(x[inc]).all():
+    if covariates is None:
+        cov = np.zeros(yy.shape + (0,))
+    else:
+        cov = np.ascontiguousarray(covariates, dtype=np.float64)
+        if cov.ndim != 3 or cov.shape[:2] != yy.shape:
+            raise ValueError(f"covariates: must have shape (R, n, q) = {yy.shape + ('q',)}, got {cov.shape}")
+    if strata is None:
+        codes, K = np.zeros(yy.shape, np.int64), 1
+    else:
+        codes, K = _strata_codes(strata, yy.shape)
+    log_or, se, conv, finite = _logistic_kernel(yy, g, cov, inc, codes, K, int(max_iter), float(tol))
+    if not finite.all():
         raise ValueError("covariates: must be finite for included patients")
-    x = centre_columns(x, inc, skip=2)  # numerics only; constant columns are left out of the fit
-    log_or, se, conv = _logistic_kernel(x, yy.astype(np.float64), inc, int(max_iter), float(tol))
     with np.errstate(invalid="ignore", divide="ignore"):
         z = log_or / se
     return LogisticFit(log_or, se, z, conv)

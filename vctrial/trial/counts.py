@@ -27,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 from vctrial.trial.analysis import _batch, _cox_newton, _include, _real, _zero_one
+from vctrial.trial.stratified import _strata_codes, spd_solve
 
 __all__ = ["LwyyFit", "NegBinFit", "event_counts", "lwyy", "negbin"]
 
@@ -323,6 +324,259 @@ def _negbin_kernel(y, expo, group, include, max_iter, tol):
     return log_rr, se, log_rate0, alpha, converged
 
 
+# Negative binomial with covariates and strata: the same likelihood, a design matrix x (n, P) of
+# intercept, group, covariates and stratum indicators, parameters (beta, phi = log alpha).
+
+
+@numba.njit(cache=True)
+def _drop_inactive(score, info, active):
+    """Hold the parameters of inactive (all-zero) columns at 0: zero score, unit information."""
+    P = score.shape[0]
+    for j in range(P):
+        if not active[j]:
+            score[j] = 0.0
+            for k in range(P):
+                info[j, k] = 0.0
+                info[k, j] = 0.0
+            info[j, j] = 1.0
+
+
+@numba.njit(cache=True)
+def _poisson_eval(beta, x, y, expo, include):
+    """Poisson log-likelihood (up to a constant), score and information in beta, mean
+    mu = exposure exp(x beta), for one replicate."""
+    n, P = x.shape
+    ll = 0.0
+    score = np.zeros(P)
+    info = np.zeros((P, P))
+    for i in range(n):
+        if not include[i]:
+            continue
+        eta = 0.0
+        for j in range(P):
+            eta += x[i, j] * beta[j]
+        mu = expo[i] * np.exp(eta)
+        ll += y[i] * eta - mu
+        res = y[i] - mu
+        for j in range(P):
+            score[j] += res * x[i, j]
+            for k in range(j + 1):
+                info[j, k] += mu * x[i, j] * x[i, k]
+    for j in range(P):
+        for k in range(j):
+            info[k, j] = info[j, k]
+    return ll, score, info
+
+
+@numba.njit(cache=True)
+def _nbx_eval(par, x, y, expo, include):
+    """NB2 log-likelihood (without -lgamma(y + 1)), score and information (minus the Hessian) in
+    par = (beta, log alpha) for one replicate; the per-patient derivatives are those of
+    :func:`_nb_eval`, chained through eta = x beta."""
+    n, P = x.shape
+    phi = par[P]
+    alpha = np.exp(phi)
+    theta = 1.0 / alpha
+    ll = 0.0
+    score = np.zeros(P + 1)
+    info = np.zeros((P + 1, P + 1))
+    for i in range(n):
+        if not include[i]:
+            continue
+        eta = 0.0
+        for j in range(P):
+            eta += x[i, j] * par[j]
+        yi = y[i]
+        mu = expo[i] * np.exp(eta)
+        inv = 1.0 / (theta + mu)
+        r = mu * inv
+        q = theta * inv
+        l1p = np.log1p(mu * alpha)
+        if yi == 0:
+            ll -= theta * l1p
+            l_e = -mu * q
+            l_ee = l_e * q
+            l_t = r - l1p
+            l_tt = r * r * alpha
+            l_et = -r * r
+        else:
+            sa, sb, sc = _gamma_sums(yi, theta)
+            ll += sa - theta * l1p - yi * np.log1p(theta / mu)
+            l_e = (yi - mu) * q
+            l_ee = -(theta + yi) * q * r
+            l_t = sb - l1p + (mu - yi) * inv
+            l_tt = r * r * alpha + yi * inv * inv - sc
+            l_et = r * (yi - mu) * inv
+        l_p = -theta * l_t
+        l_pp = theta * theta * l_tt + theta * l_t
+        l_ep = -theta * l_et
+        score[P] += l_p
+        info[P, P] -= l_pp
+        for j in range(P):
+            xj = x[i, j]
+            score[j] += l_e * xj
+            info[P, j] -= l_ep * xj
+            for k in range(j + 1):
+                info[j, k] -= l_ee * xj * x[i, k]
+    for j in range(P + 1):
+        for k in range(j):
+            info[k, j] = info[j, k]
+    return ll, score, info
+
+
+@numba.njit(cache=True)
+def _shifted_solve(info, score):
+    """Newton step info^-1 score; where info is not positive definite, a Levenberg-Marquardt
+    shift of its diagonal (growing tenfold) until it is. Returns (ok, step, unshifted)."""
+    ok, step, _ = spd_solve(info, score)
+    if ok:
+        return True, step, True
+    P = info.shape[0]
+    shift = 0.0
+    for j in range(P):
+        shift += abs(info[j, j])
+    shift *= 1e-8
+    a = info.copy()
+    for _ in range(40):
+        for j in range(P):
+            a[j, j] = info[j, j] + shift
+        ok, step, _ = spd_solve(a, score)
+        if ok:
+            return True, step, False
+        shift *= 10.0
+    return False, step, False
+
+
+@numba.njit(cache=True)
+def _nbreg_one(x, y, expo, include, max_iter, tol):
+    """NB2 regression of one replicate: (log_rr, se, intercept, alpha, converged).
+
+    Column 0 of x is the intercept, column 1 the group (0/1). As :func:`_negbin_one`: the Poisson
+    fit first (Newton-Raphson with step halving), kept with alpha = 0 when the dispersion score at
+    alpha = 0 is not positive; otherwise Newton-Raphson in (beta, log alpha) from the moment
+    estimate of alpha. Columns that are zero for every included patient are held at 0.
+    """
+    nan = np.nan
+    n, P = x.shape
+    y0 = y1 = 0.0
+    total_expo = 0.0
+    active = np.zeros(P + 1, np.bool_)
+    active[P] = True
+    for i in range(n):
+        if include[i]:
+            if x[i, 1] == 1.0:
+                y1 += y[i]
+            else:
+                y0 += y[i]
+            total_expo += expo[i]
+            for j in range(P):
+                if x[i, j] != 0.0:
+                    active[j] = True
+    if not (y0 > 0.0 and y1 > 0.0):
+        return nan, nan, nan, nan, False
+    # Poisson fit
+    beta = np.zeros(P)
+    beta[0] = np.log((y0 + y1) / total_expo)
+    ll, score, info = _poisson_eval(beta, x, y, expo, include)
+    _drop_inactive(score, info, active[:P])
+    poisson_ok = False
+    for _ in range(max_iter):
+        ok, step, _ = spd_solve(info, score)
+        if not ok:
+            break
+        big = np.max(np.abs(step))
+        if big < tol:
+            beta = beta + step
+            ll, score, info = _poisson_eval(beta, x, y, expo, include)
+            _drop_inactive(score, info, active[:P])
+            poisson_ok = True
+            break
+        if big > 5.0:
+            step *= 5.0 / big
+        slack = 1e-12 * (1.0 + abs(ll))
+        new = beta + step
+        new_ll, new_score, new_info = _poisson_eval(new, x, y, expo, include)
+        halvings = 0
+        while not new_ll >= ll - slack and halvings < 40:
+            step *= 0.5
+            new = beta + step
+            new_ll, new_score, new_info = _poisson_eval(new, x, y, expo, include)
+            halvings += 1
+        beta, ll, score, info = new, new_ll, new_score, new_info
+        _drop_inactive(score, info, active[:P])
+    if not poisson_ok:
+        return nan, nan, nan, nan, False
+    ok, _, var11 = spd_solve(info, np.zeros(P), 1)
+    poisson_se = np.sqrt(var11) if ok else nan
+    dscore = 0.0
+    mu2 = 0.0
+    for i in range(n):
+        if include[i]:
+            eta = 0.0
+            for j in range(P):
+                eta += x[i, j] * beta[j]
+            mu = expo[i] * np.exp(eta)
+            dscore += (y[i] - mu) ** 2 - y[i]
+            mu2 += mu * mu
+    if not dscore > 0.0:  # not over-dispersed: the maximum is on the boundary alpha = 0
+        return beta[1], poisson_se, beta[0], 0.0, ok
+    par = np.empty(P + 1)
+    par[:P] = beta
+    par[P] = np.log(dscore / mu2)
+    ll, score, info = _nbx_eval(par, x, y, expo, include)
+    _drop_inactive(score, info, active)
+    converged = False
+    for _ in range(max_iter):
+        ok, step, newton_ok = _shifted_solve(info, score)
+        if not ok:  # non-finite values
+            break
+        big = np.max(np.abs(step))
+        if newton_ok and big < tol:  # take the last (tiny) step and stop
+            par = par + step
+            ll, score, info = _nbx_eval(par, x, y, expo, include)
+            _drop_inactive(score, info, active)
+            converged = True
+            break
+        if big > 5.0:  # keeps exp() finite on the way; does not change the converged value
+            step *= 5.0 / big
+        slack = 1e-12 * (1.0 + abs(ll))
+        new = par + step
+        new_ll, new_score, new_info = _nbx_eval(new, x, y, expo, include)
+        halvings = 0
+        while not new_ll >= ll - slack and halvings < 40:
+            step *= 0.5
+            new = par + step
+            new_ll, new_score, new_info = _nbx_eval(new, x, y, expo, include)
+            halvings += 1
+        par, ll, score, info = new, new_ll, new_score, new_info
+        _drop_inactive(score, info, active)
+        if par[P] < -30.0:  # alpha -> 0: the maximum is the Poisson fit
+            return beta[1], poisson_se, beta[0], 0.0, np.isfinite(poisson_se)
+    if not converged:
+        return nan, nan, nan, nan, False
+    ok, _, var11 = spd_solve(info, np.zeros(P + 1), 1)
+    se = np.sqrt(var11) if ok else nan
+    return par[1], se, par[0], np.exp(par[P]), ok
+
+
+@numba.njit(cache=True, parallel=True)
+def _nbreg_kernel(x, y, expo, include, max_iter, tol):
+    n_rep = y.shape[0]
+    log_rr = np.empty(n_rep)
+    se = np.empty(n_rep)
+    log_rate0 = np.empty(n_rep)
+    alpha = np.empty(n_rep)
+    converged = np.empty(n_rep, np.bool_)
+    for r in numba.prange(n_rep):
+        b1, s, b0, a, c = _nbreg_one(x[r], y[r], expo[r], include[r], max_iter, tol)
+        log_rr[r] = b1
+        se[r] = s
+        log_rate0[r] = b0
+        alpha[r] = a
+        converged[r] = c
+    return log_rr, se, log_rate0, alpha, converged
+
+
 # --------------------------------------------------------------------------------------------
 # LWYY.
 # --------------------------------------------------------------------------------------------
@@ -458,6 +712,231 @@ def _lwyy_kernel(ev, fu, fu_order, group, include, max_iter, tol):
     return log_rr, se, se_model, converged
 
 
+# LWYY with covariates and strata: x (n, P), column 0 the group; each stratum has its own
+# baseline rate function, so its risk sets hold its own patients only.
+
+
+@numba.njit(cache=True)
+def _lwyyx_events(ev, fu, codes, include, n_strata):
+    """The counted events of one replicate (times <= follow-up of included patients) sorted by
+    stratum, then by decreasing time: (times, patients)."""
+    n, n_slots = ev.shape
+    m = 0
+    for i in range(n):
+        if include[i]:
+            for j in range(n_slots):
+                if ev[i, j] <= fu[i]:  # False for NaN
+                    m += 1
+    t = np.empty(m)
+    who = np.empty(m, np.int64)
+    e = 0
+    for i in range(n):
+        if include[i]:
+            for j in range(n_slots):
+                if ev[i, j] <= fu[i]:
+                    t[e] = -ev[i, j]
+                    who[e] = i
+                    e += 1
+    order = np.argsort(t)
+    start = np.zeros(n_strata + 1, np.int64)
+    for e in range(m):
+        start[codes[who[e]] + 1] += 1
+    for s in range(n_strata):
+        start[s + 1] += start[s]
+    times = np.empty(m)
+    patients = np.empty(m, np.int64)
+    for e in range(m):  # stable bucketing by stratum keeps the time order within each
+        q = order[e]
+        s = codes[who[q]]
+        times[start[s]] = -t[q]
+        patients[start[s]] = who[q]
+        start[s] += 1
+    return times, patients
+
+
+@numba.njit(cache=True)
+def _lwyyx_walk(beta, x, fu, codes, pord, m_pat, times, patients, resid):
+    """Breslow log partial likelihood, score and information of the LWYY model of one replicate.
+
+    Walks each stratum back in time: ``pord`` lists the ``m_pat`` included patients by stratum,
+    then by decreasing follow-up, ``times``/``patients`` the events likewise, so a risk set
+    grows as the walk goes. With ``resid`` (n, P) not empty, also fills it with the patients'
+    score residuals W_i = sum over own events (x_i - xbar(t)) - exp(eta_i) sum over the
+    stratum's event times t <= fu[i] of (x_i - xbar(t)) dN(t) / S0(t).
+    """
+    n, P = x.shape
+    m = times.shape[0]
+    want = resid.shape[0] > 0
+    eta = np.zeros(n)
+    top = -np.inf
+    for j in range(m_pat):
+        p = pord[j]
+        e = 0.0
+        for c in range(P):
+            e += x[p, c] * beta[c]
+        eta[p] = e
+        top = max(top, e)
+    ll = 0.0
+    score = np.zeros(P)
+    info = np.zeros((P, P))
+    s1 = np.zeros(P)
+    s2 = np.zeros((P, P))
+    xsum = np.zeros(P)
+    # for the residuals, per distinct time (in walk order): dN/S0, xbar and their cumulative
+    # sums over the stratum's earlier times; and the distinct time at which each patient joined
+    dn = np.zeros(m)
+    xbar = np.zeros((m, P))
+    c0 = np.zeros(m)
+    c1 = np.zeros((m, P))
+    joined = np.full(n, -1, np.int64)
+    n_dist = 0
+    j = 0
+    e = 0
+    while e < m:
+        stratum = codes[patients[e]]
+        while j < m_pat and codes[pord[j]] < stratum:  # patients of strata without events
+            j += 1
+        first = n_dist
+        s0 = 0.0
+        s1[:] = 0.0
+        s2[:, :] = 0.0
+        while e < m and codes[patients[e]] == stratum:
+            t = times[e]
+            while j < m_pat and codes[pord[j]] == stratum and fu[pord[j]] >= t:
+                p = pord[j]
+                w = np.exp(eta[p] - top)
+                s0 += w
+                for c in range(P):
+                    s1[c] += w * x[p, c]
+                    for c2 in range(c + 1):
+                        s2[c, c2] += w * x[p, c] * x[p, c2]
+                joined[p] = n_dist
+                j += 1
+            d = 0
+            xsum[:] = 0.0
+            k = e
+            while k < m and codes[patients[k]] == stratum and times[k] == t:
+                p = patients[k]
+                d += 1
+                ll += eta[p]
+                for c in range(P):
+                    xsum[c] += x[p, c]
+                k += 1
+            ll -= d * (np.log(s0) + top)
+            for c in range(P):
+                mc = s1[c] / s0
+                score[c] += xsum[c] - d * mc
+                for c2 in range(c + 1):
+                    info[c, c2] += d * (s2[c, c2] / s0 - mc * s1[c2] / s0)
+            if want:
+                dn[n_dist] = d / s0
+                for c in range(P):
+                    xbar[n_dist, c] = s1[c] / s0
+                for q in range(e, k):  # own events
+                    p = patients[q]
+                    for c in range(P):
+                        resid[p, c] += x[p, c] - xbar[n_dist, c]
+            n_dist += 1
+            e = k
+        if want:  # the walk goes back in time: earlier times come later in it
+            for q in range(n_dist - 1, first - 1, -1):
+                c0[q] = dn[q] + (c0[q + 1] if q + 1 < n_dist else 0.0)
+                for c in range(P):
+                    c1[q, c] = xbar[q, c] * dn[q] + (c1[q + 1, c] if q + 1 < n_dist else 0.0)
+    if want:
+        for jj in range(m_pat):
+            p = pord[jj]
+            k = joined[p]
+            if k >= 0:
+                w = np.exp(eta[p] - top)
+                for c in range(P):
+                    resid[p, c] -= w * (x[p, c] * c0[k] - c1[k, c])
+    for c in range(P):
+        for c2 in range(c):
+            info[c2, c] = info[c, c2]
+    return ll, score, info
+
+
+@numba.njit(cache=True)
+def _lwyyx_one(ev, fu, x, codes, n_strata, pord, m_pat, include, max_iter, tol):
+    """LWYY fit of one replicate with covariates and strata: (log_rr, se_robust, se_model,
+    converged). Newton-Raphson with step halving from 0, as the adjusted Cox model; the robust
+    variance of the group coefficient is a' (sum W_i W_i') a, a = A^-1 e_0."""
+    nan = np.nan
+    n, P = x.shape
+    active = np.zeros(P, np.bool_)
+    for jj in range(m_pat):
+        for c in range(P):
+            if x[pord[jj], c] != 0.0:
+                active[c] = True
+    times, patients = _lwyyx_events(ev, fu, codes, include, n_strata)
+    if not active[0] or times.shape[0] == 0:  # one arm only, or no events
+        return nan, nan, nan, False
+    none = np.zeros((0, P))
+    beta = np.zeros(P)
+    ll, score, info = _lwyyx_walk(beta, x, fu, codes, pord, m_pat, times, patients, none)
+    _drop_inactive(score, info, active)
+    converged = False
+    for _ in range(max_iter):
+        ok, step, _ = spd_solve(info, score)
+        if not ok:
+            break
+        big = np.max(np.abs(step))
+        if big < tol:
+            beta = beta + step
+            converged = True
+            break
+        if big > 5.0:  # keeps exp() finite on the way; does not change the converged value
+            step *= 5.0 / big
+        slack = 1e-12 * (1.0 + abs(ll))
+        new = beta + step
+        new_ll, new_score, new_info = _lwyyx_walk(new, x, fu, codes, pord, m_pat, times, patients, none)
+        halvings = 0
+        while not new_ll >= ll - slack and halvings < 40:
+            step *= 0.5
+            new = beta + step
+            new_ll, new_score, new_info = _lwyyx_walk(new, x, fu, codes, pord, m_pat, times, patients,
+                                                      none)
+            halvings += 1
+        beta, ll, score, info = new, new_ll, new_score, new_info
+        _drop_inactive(score, info, active)
+    if not converged:  # e.g. every event in one arm: the estimate is infinite
+        return nan, nan, nan, False
+    resid = np.zeros((n, P))
+    ll, score, info = _lwyyx_walk(beta, x, fu, codes, pord, m_pat, times, patients, resid)
+    _drop_inactive(score, info, active)
+    e0 = np.zeros(P)
+    e0[0] = 1.0
+    ok, a, _ = spd_solve(info, e0)
+    if not ok:
+        return nan, nan, nan, False
+    meat = 0.0
+    for jj in range(m_pat):
+        p = pord[jj]
+        u = 0.0
+        for c in range(P):
+            u += a[c] * resid[p, c]
+        meat += u * u
+    return beta[0], np.sqrt(meat), np.sqrt(a[0]), True
+
+
+@numba.njit(cache=True, parallel=True)
+def _lwyyx_kernel(ev, fu, x, codes, n_strata, pord, m_pat, include, max_iter, tol):
+    n_rep = fu.shape[0]
+    log_rr = np.empty(n_rep)
+    se = np.empty(n_rep)
+    se_model = np.empty(n_rep)
+    converged = np.empty(n_rep, np.bool_)
+    for r in numba.prange(n_rep):
+        b, s, sm, c = _lwyyx_one(ev[r], fu[r], x[r], codes[r], n_strata, pord[r], m_pat[r],
+                                 include[r], max_iter, tol)
+        log_rr[r] = b
+        se[r] = s
+        se_model[r] = sm
+        converged[r] = c
+    return log_rr, se, se_model, converged
+
+
 # --------------------------------------------------------------------------------------------
 # Public functions.
 # --------------------------------------------------------------------------------------------
@@ -503,6 +982,92 @@ def _newton_options(max_iter, tol):
     return int(max_iter), float(tol)
 
 
+def _covariates(covariates, shape, inc) -> np.ndarray:
+    cov = np.asarray(covariates)
+    if cov.ndim != 3 or cov.shape[:2] != shape:
+        raise ValueError(f"covariates: must have shape (R, n, q) with (R, n) = {shape}, got {cov.shape}")
+    if cov.dtype == np.bool_ or not (np.issubdtype(cov.dtype, np.floating)
+                                     or np.issubdtype(cov.dtype, np.integer)):
+        raise TypeError(f"covariates: must hold real numbers, got dtype {cov.dtype}")
+    cov = np.asarray(cov, np.float64)
+    bad = inc & ~np.isfinite(cov).all(axis=2)
+    if bad.any():
+        r, i = np.argwhere(bad)[0]
+        raise ValueError(f"covariates: must be finite for included patients, got {cov[r, i]} at "
+                         f"replicate {r}, patient {i}")
+    return cov
+
+
+@numba.njit(cache=True, parallel=True)
+def _centre_kernel(x, include, codes, n_codes, skip):
+    R, n, P = x.shape
+    out = np.empty_like(x)
+    for r in numba.prange(R):
+        total = np.zeros((n_codes, P))
+        size = np.zeros(n_codes)
+        first = np.zeros((n_codes, P))
+        varies = np.zeros((n_codes, P), np.bool_)
+        for i in range(n):
+            if include[r, i]:
+                c = codes[r, i]
+                size[c] += 1.0
+                for j in range(skip, P):
+                    v = x[r, i, j]
+                    total[c, j] += v
+                    if size[c] == 1.0:
+                        first[c, j] = v
+                    elif v != first[c, j]:
+                        varies[c, j] = True
+        for i in range(n):
+            c = codes[r, i]
+            for j in range(P):
+                if j < skip:
+                    out[r, i, j] = x[r, i, j]
+                elif varies[c, j]:
+                    out[r, i, j] = x[r, i, j] - total[c, j] / size[c]
+                else:
+                    out[r, i, j] = 0.0
+    return out
+
+
+def _centred(x: np.ndarray, include: np.ndarray, codes=None, k: int = 1, skip: int = 0) -> np.ndarray:
+    """(R, n, P) columns minus their mean over the included patients of the replicate's stratum
+    (``codes`` 0..k-1; the whole replicate without them), from column ``skip`` on. A column constant
+    among a stratum's included patients becomes exactly zero there, so one constant in every stratum
+    is all zero, which the kernels leave out of the fit."""
+    if codes is None:
+        codes, k = np.zeros(x.shape[:2], np.int64), 1
+    return _centre_kernel(np.ascontiguousarray(x, dtype=np.float64), include, np.ascontiguousarray(codes), k,
+                          skip)
+
+
+def _nb_design(group, covariates, codes, k, include) -> np.ndarray:
+    """(R, n, P) columns intercept, group, the covariates, and an indicator of each stratum but the
+    first present among ``include`` in the replicate (``codes`` 0..k-1, or None); centred, and a
+    covariate constant within every stratum (which the stratum indicators absorb) zeroed."""
+    g = group.astype(np.float64)
+    cols = [np.ones_like(g), g]
+    if covariates is not None:
+        if codes is not None:
+            within = _centred(covariates, include, codes, k)
+            absorbed = ~np.any((within != 0.0) & include[..., None], axis=1)  # (R, q)
+            covariates = np.where(absorbed[:, None, :], 0.0, covariates)
+        cols.extend(np.moveaxis(covariates, 2, 0))
+    if codes is not None:
+        first = np.where(include, codes, k).min(axis=1, keepdims=True)
+        cols.extend(((codes == s) & (first != s)).astype(np.float64) for s in range(k))
+    return _centred(np.stack(cols, axis=2), include, skip=2)
+
+
+def _without_eventless_strata(y: np.ndarray, include: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """Leave out the patients of strata without events: their stratum's coefficient runs off to
+    -infinity, and in that limit (the supremum of the likelihood) they contribute nothing."""
+    R = y.shape[0]
+    cell = np.arange(R)[:, None] * k + codes
+    events = np.bincount(cell[include], weights=y[include], minlength=R * k)
+    return include & (events[cell] > 0)
+
+
 def event_counts(event_times, follow_up) -> np.ndarray:
     """Per-patient number of events within follow-up, (R, n) int64, from (R, n, J) event times."""
     ev = _event_times(event_times)
@@ -510,25 +1075,37 @@ def event_counts(event_times, follow_up) -> np.ndarray:
     return np.sum(ev <= fu[:, :, None], axis=2)
 
 
-def negbin(counts, follow_up, group, include=None, *, level: float = 0.95, max_iter: int = 100,
-           tol: float = 1e-9) -> NegBinFit:
+def negbin(counts, follow_up, group, include=None, *, covariates=None, strata=None,
+           level: float = 0.95, max_iter: int = 100, tol: float = 1e-9) -> NegBinFit:
     """Negative binomial (NB2) regression of event counts on ``group`` with log follow-up offset.
 
     Maximum likelihood of (log rate control, log rate ratio, dispersion alpha), as statsmodels'
     ``NegativeBinomial(loglike_method="nb2", exposure=follow_up)``; the SE comes from the
-    observed information of all three. Converged when the Newton step is below ``tol``.
+    observed information of all the parameters. Converged when the Newton step is below ``tol``.
     Patients with zero follow-up contribute nothing.
+
+    With ``covariates`` and/or ``strata`` the regression is on intercept, ``group``, the
+    covariates and an indicator of each stratum but the first (stratum fixed effects), as
+    statsmodels with those columns; the ``group`` coefficient is then the log rate ratio
+    conditional on the covariates and the stratum. Covariates are centred inside (the ``group``
+    coefficient and its SE do not change; ``log_rate0`` is then the log control rate at the
+    included patients' mean covariates and stratum indicators). A column constant among the
+    included patients is left out of the fit, and so are the patients of a stratum without
+    events (its coefficient is -infinity; they add nothing to the maximized likelihood).
 
     Args:
         counts: (R, n) non-negative integer event counts.
         follow_up: (R, n) follow-up (months or years: the rate's unit), >= 0.
         group: (R, n) 0 = control, 1 = active.
         include: (R, n) bool, patients entering the analysis; all by default.
+        covariates: (R, n, q) real baseline covariates, or None.
+        strata: (R, n) integer stratum labels (any integers), entered as indicators, or None.
         level: confidence level of the rate-ratio interval.
         max_iter, tol: Newton-Raphson limits (tol on the largest step of the parameters).
 
     Returns:
-        NegBinFit; NaN and ``converged=False`` where an arm has no events or no patients.
+        NegBinFit; NaN and ``converged=False`` where an arm has no events or no patients (or,
+        adjusted, where the maximum does not exist, e.g. a covariate level without events).
     """
     max_iter, tol = _newton_options(max_iter, tol)
     c = _batch("counts", counts, None)
@@ -545,13 +1122,23 @@ def negbin(counts, follow_up, group, include=None, *, level: float = 0.95, max_i
             f"counts: must be >= 0, and 0 with zero follow-up, for included patients, got "
             f"{y[r, i]} (follow-up {fu[r, i]}) at replicate {r}, patient {i}"
         )
-    log_rr, se, log_rate0, alpha, conv = _negbin_kernel(y, fu, g, inc, max_iter, tol)
+    if covariates is None and strata is None:
+        log_rr, se, log_rate0, alpha, conv = _negbin_kernel(y, fu, g, inc, max_iter, tol)
+    else:
+        cov = None if covariates is None else _covariates(covariates, c.shape, inc)
+        fit_inc = inc & (fu > 0.0)
+        codes, k = None, 1
+        if strata is not None:
+            codes, k = _strata_codes(strata, c.shape)
+            fit_inc = _without_eventless_strata(y, fit_inc, codes, k)
+        x = _nb_design(g, cov, codes, k, fit_inc)  # centred: numerics only; constant columns left out
+        log_rr, se, log_rate0, alpha, conv = _nbreg_kernel(x, y, fu, fit_inc, max_iter, tol)
     z, rr, lower, upper = _rate_ratio_ci(log_rr, se, level)
     return NegBinFit(log_rr, se, z, rr, lower, upper, log_rate0, alpha, conv)
 
 
-def lwyy(event_times, follow_up, group, include=None, *, level: float = 0.95,
-         max_iter: int = 50, tol: float = 1e-9) -> LwyyFit:
+def lwyy(event_times, follow_up, group, include=None, *, covariates=None, strata=None,
+         level: float = 0.95, max_iter: int = 50, tol: float = 1e-9) -> LwyyFit:
     """Lin-Wei-Yang-Ying proportional-rates model of recurrent events on ``group``.
 
     The rate of events of patient i at time t is Y_i(t) exp(beta Z_i) dmu0(t), Y_i(t) = 1 while
@@ -561,18 +1148,29 @@ def lwyy(event_times, follow_up, group, include=None, *, level: float = 0.95,
     W_i the patients' score residuals, as R's ``coxph(Surv(start, stop, event) ~ group +
     cluster(id), ties = "breslow")`` on counting-process data.
 
+    With ``covariates`` the rate is Y_i(t) exp(beta Z_i + gamma' X_i) dmu0(t), the ``group``
+    coefficient beta then the log rate ratio conditional on the covariates; with ``strata`` each
+    stratum has its own baseline rate function dmu0_s(t) (a stratified model, as a stratified Cox
+    model: risk sets within the stratum; ``coxph(... + strata(s) + cluster(id))``). The robust
+    variance is the [0, 0] element of A^-1 (sum W_i W_i') A^-1 with the patients' score-residual
+    vectors W_i. Covariates are centred inside (the coefficients do not change); a covariate
+    constant among the included patients is left out of the fit.
+
     Args:
         event_times: (R, n, J) each patient's event times (months), > 0, in any order, padded
             with NaN (or +inf); events after the patient's follow-up are not counted.
         follow_up: (R, n) end of each patient's follow-up (death, withdrawal, data cut-off).
         group: (R, n) 0 = control, 1 = active.
         include: (R, n) bool, patients entering the analysis; all by default.
+        covariates: (R, n, q) real baseline covariates, or None.
+        strata: (R, n) integer stratum labels (a baseline rate function per stratum), or None.
         level: confidence level of the rate-ratio interval.
         max_iter, tol: as for :func:`vctrial.trial.analysis.cox_hr`.
 
     Returns:
         LwyyFit; NaN where there are no events or nobody is included; an infinite estimate (all
-        events in one arm) gives ``converged=False`` with the finite value reached.
+        events in one arm) gives ``converged=False`` with the finite value reached (adjusted or
+        stratified: NaN, as :func:`vctrial.trial.stratified.cox_adjusted`).
     """
     max_iter, tol = _newton_options(max_iter, tol)
     ev = _event_times(event_times)
@@ -588,7 +1186,24 @@ def lwyy(event_times, follow_up, group, include=None, *, level: float = 0.95,
                 f"event_times: must be > 0 or NaN (no event) for included patients, got "
                 f"{ev[r, i, j]} at replicate {r}, patient {i}, slot {j}"
             )
-    log_rr, se, se_model, conv = _lwyy_kernel(ev, fu, np.argsort(fu, axis=1), g, inc,
-                                              max_iter, tol)
+    if covariates is None and strata is None:
+        log_rr, se, se_model, conv = _lwyy_kernel(ev, fu, np.argsort(fu, axis=1), g, inc,
+                                                  max_iter, tol)
+    else:
+        cols = [g.astype(np.float64)]
+        if covariates is not None:
+            cols.extend(np.moveaxis(_covariates(covariates, shape, inc), 2, 0))
+        if strata is None:
+            codes, k = np.zeros(shape, np.int64), 1
+        else:
+            codes, k = _strata_codes(strata, shape)
+        # centred within the strata (the stratified model does not change); a column constant
+        # within every stratum becomes zero and is left out (its effect is in the baselines)
+        x = _centred(np.stack(cols, axis=2), inc, codes, k)
+        last = np.where(inc, codes, np.iinfo(np.int64).max)  # excluded patients sort to the end
+        pord = np.lexsort((-fu, last), axis=1)
+        log_rr, se, se_model, conv = _lwyyx_kernel(
+            ev, fu, x, np.ascontiguousarray(codes), k, pord, inc.sum(axis=1).astype(np.int64), inc,
+            max_iter, tol)
     z, rr, lower, upper = _rate_ratio_ci(log_rr, se, level)
     return LwyyFit(log_rr, se, z, rr, lower, upper, se_model, conv)

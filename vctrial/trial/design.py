@@ -238,6 +238,12 @@ def compare(paths: list[str | Path], replicates: int, seed: int, options: ExecOp
     for p in protocols:
         if p.spec.sweep:
             raise SpecError(str(p.path), "sweep", "compare runs single designs; run the sweep with vctrial run")
+    comparisons = [[a.name for a in p.spec.arms[1:]] for p in protocols]
+    for p, names in zip(protocols[1:], comparisons[1:]):
+        if (len(names) > 1 or len(comparisons[0]) > 1) and names != comparisons[0]:
+            raise SpecError(str(p.path), "arms", f"compare puts protocols with three or more arms side by side "
+                            f"comparison by comparison, so their active arms must be the same: "
+                            f"{protocols[0].path.name} has {', '.join(comparisons[0])}, this one {', '.join(names)}")
     labels = protocol_labels(paths)
     jobs = [trial_job(p, label) for p, label in zip(protocols, labels)]
     results = run_jobs(jobs, replicates, seed, options)

@@ -166,7 +166,7 @@ def count_outcome(trial) -> dict[str, np.ndarray]:
     times, follow, y, include, total = count_data(trial)
     duration = spec.follow_up.duration_months
     death_all = trial.paths.death_time
-    out = count_tests(times, follow, y, include, arm, spec)
+    out = count_tests(times, follow, y, include, trial, spec)
     # truth: every enrolled patient under each arm, followed to the end of follow-up or death
     exposure = np.minimum(death_all, duration)
     rate = [np.where(enrolled, total[:, :, a], 0).sum(axis=1) / np.where(enrolled, exposure[:, :, a], 0.0).sum(axis=1)
@@ -178,20 +178,26 @@ def count_outcome(trial) -> dict[str, np.ndarray]:
     return out
 
 
-def count_tests(times, follow, y, include, arm, spec) -> dict[str, np.ndarray]:
-    """The count analysis (negative binomial or LWYY) of the ``include`` patients followed ``follow``
-    months with counts ``y`` (event times ``times``): statistic (negative: a lower rate on the active arm),
-    p-value, rate ratio, interval, ``_se`` of the log rate ratio, and the per-arm counts and rates."""
+def count_tests(times, follow, y, include, trial, spec) -> dict[str, np.ndarray]:
+    """The count analysis (negative binomial or LWYY) of the ``include`` patients of ``trial`` followed
+    ``follow`` months with counts ``y`` (event times ``times``), adjusted for the analysis covariates and
+    stratified by the randomization strata when the protocol says so: statistic (negative: a lower rate
+    on the active arm), p-value, rate ratio, interval, ``_se`` of the log rate ratio, and the per-arm
+    counts and rates."""
     A = len(spec.arms)
+    arm = trial.arm
     group = arm.astype(np.int8)
     a_spec = spec.analysis
     level = a_spec.confidence_level
+    strata = np.maximum(trial.strata, 0) if a_spec.stratified else None
     out: dict[str, Any] = {}
-    if a_spec.method == "negative_binomial":
-        fit = counts.negbin(y, follow / 12.0, group, include, level=level)
+    if a_spec.method == "negative_binomial":  # strata as indicators (fixed effects)
+        fit = counts.negbin(y, follow / 12.0, group, include, covariates=trial.covariates, strata=strata,
+                            level=level)
         out["dispersion"] = fit.alpha
-    else:
-        fit = counts.lwyy(times, follow, group, include, level=level)
+    else:  # strata with their own baseline rate function
+        fit = counts.lwyy(times, follow, group, include, covariates=trial.covariates, strata=strata,
+                          level=level)
     ok = fit.converged & np.isfinite(fit.log_rr)
     nan = np.full(ok.shape, np.nan)
     out["statistic"] = np.where(ok, fit.z, nan)
@@ -229,7 +235,8 @@ def effect_description(protocol: Protocol) -> tuple[str, str] | None:
         how = {"cmh": "Mantel-Haenszel ", "logistic": "adjusted "}.get(spec.analysis.method, "")
         return f"{how}{_MEASURE_NAMES[spec.measure]} of {outcome}", "1"
     if ep.type == "count":
-        return f"rate ratio (active vs control) of {' + '.join(ep.events)} events", "1"
+        how = "adjusted " if (spec.analysis.covariates or spec.analysis.stratified) else ""
+        return f"{how}rate ratio (active vs control) of {' + '.join(ep.events)} events", "1"
     return None
 
 

@@ -823,7 +823,7 @@ def _sequential_count(trial: Trial) -> dict[str, np.ndarray]:
         cut = dates[:, k][:, None]
         f_k = np.clip(np.where(trial.enrolled, cut - trial.entry, 0.0), 0.0, follow)
         seen = trial.enrolled & (f_k > 0.0)
-        res = endpoints.count_tests(times, f_k, counts.event_counts(times, f_k), seen, trial.arm, spec)
+        res = endpoints.count_tests(times, f_k, counts.event_counts(times, f_k), seen, trial, spec)
         sign = -1.0 if spec.analysis.benefit == "lower" else 1.0
         res["z_benefit"] = sign * res["statistic"]
         res["true_effect"] = fixed["true_effect"]

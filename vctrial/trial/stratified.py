@@ -260,59 +260,59 @@ def spd_solve(a, b, want=-1):
 
 
 @numba.njit(cache=True)
-def _coxreg_eval(beta, x, time, event, codes, order, m):
-    """Breslow log partial likelihood, score and information of a Cox model with covariates ``x``
-    (n, P) for one replicate. ``order`` lists the ``m`` included patients by stratum, then by
-    decreasing time, so each stratum's risk set grows as the walk goes back in time."""
+def _coxreg_eval(beta, x, first, new_stratum, deaths, event_sum):
+    """Breslow log partial likelihood, score and information of a Cox model for one replicate.
+
+    The rows of ``x`` (m, P) are the included patients by stratum, then by decreasing time, so each
+    stratum's risk set grows as the walk goes back in time. They come in blocks of equal stratum and
+    time: block b is rows first[b]:first[b + 1], ``new_stratum[b]`` tells whether it opens its
+    stratum, ``deaths[b]`` counts its events. ``event_sum`` is the sum of the events' rows.
+    """
     P = x.shape[1]
     ll = 0.0
-    score = np.zeros(P)
+    score = event_sum.copy()
+    for c in range(P):
+        ll += event_sum[c] * beta[c]
     info = np.zeros((P, P))
-    eta = np.zeros(m)
+    # risk-set sums scaled by exp(-top), top the largest linear predictor in the risk set so far:
+    # no overflow, and the largest term is 1, so s0 >= 1 never underflows
     top = -np.inf
-    for j in range(m):
-        p = order[j]
-        e = 0.0
-        for c in range(P):
-            e += x[p, c] * beta[c]
-        eta[j] = e
-        top = max(top, e)
+    s0 = 0.0
     s1 = np.zeros(P)
     s2 = np.zeros((P, P))
-    xsum = np.zeros(P)
-    j = 0
-    while j < m:
-        stratum = codes[order[j]]
-        s0 = 0.0
-        s1[:] = 0.0
-        s2[:, :] = 0.0
-        while j < m and codes[order[j]] == stratum:
-            t = time[order[j]]
-            d = 0
-            xsum[:] = 0.0
-            k = j
-            while k < m and codes[order[k]] == stratum and time[order[k]] == t:
-                p = order[k]
-                w = np.exp(eta[k] - top)
-                s0 += w
+    for b in range(first.shape[0] - 1):
+        if new_stratum[b]:
+            top = -np.inf
+            s0 = 0.0
+            s1[:] = 0.0
+            s2[:, :] = 0.0
+        for j in range(first[b], first[b + 1]):
+            eta = 0.0
+            for c in range(P):
+                eta += x[j, c] * beta[c]
+            if eta > top:
+                scale = np.exp(top - eta)
+                s0 *= scale
                 for c in range(P):
-                    s1[c] += w * x[p, c]
+                    s1[c] *= scale
                     for c2 in range(c + 1):
-                        s2[c, c2] += w * x[p, c] * x[p, c2]
-                if event[p]:
-                    d += 1
-                    ll += eta[k]
-                    for c in range(P):
-                        xsum[c] += x[p, c]
-                k += 1
-            if d > 0:
-                ll -= d * (np.log(s0) + top)
-                for c in range(P):
-                    mc = s1[c] / s0
-                    score[c] += xsum[c] - d * mc
-                    for c2 in range(c + 1):
-                        info[c, c2] += d * (s2[c, c2] / s0 - mc * s1[c2] / s0)
-            j = k
+                        s2[c, c2] *= scale
+                top = eta
+            w = np.exp(eta - top)
+            s0 += w
+            for c in range(P):
+                wx = w * x[j, c]
+                s1[c] += wx
+                for c2 in range(c + 1):
+                    s2[c, c2] += wx * x[j, c2]
+        d = deaths[b]
+        if d > 0:
+            ll -= d * (np.log(s0) + top)
+            for c in range(P):
+                mc = s1[c] / s0
+                score[c] -= d * mc
+                for c2 in range(c + 1):
+                    info[c, c2] += d * (s2[c, c2] / s0 - mc * s1[c2] / s0)
     for c in range(P):
         for c2 in range(c):
             info[c2, c] = info[c, c2]
@@ -320,36 +320,79 @@ def _coxreg_eval(beta, x, time, event, codes, order, m):
 
 
 @numba.njit(cache=True)
-def _drop_inactive(score, info, active):
-    """Hold the parameters of inactive (all-zero) columns at 0: zero score, unit information."""
-    P = score.shape[0]
-    for j in range(P):
-        if not active[j]:
-            score[j] = 0.0
-            for k in range(P):
-                info[j, k] = 0.0
-                info[k, j] = 0.0
-            info[j, j] = 1.0
+def _coxreg_one(time, event, group, cov, include, order, codes, n_codes, max_iter, tol):
+    """(beta[0], se[0], converged, finite) of one replicate by Newton-Raphson with step halving from 0.
 
-
-@numba.njit(cache=True)
-def _coxreg_one(x, time, event, codes, order, m, max_iter, tol):
-    """(beta[0], se[0], converged) of one replicate by Newton-Raphson with step halving from 0."""
+    The design (group, then the covariates, centred over the included patients; those constant among
+    them left out) is built here, in the order :func:`_coxreg_eval` walks: ``order`` sorts the
+    patients by time, a counting sort then groups them by stratum keeping that order. ``finite``
+    is False when a covariate of an included patient is not finite.
+    """
     nan = np.nan
-    P = x.shape[1]
-    active = np.zeros(P, np.bool_)
+    n, q = cov.shape
+    start = np.zeros(n_codes + 1, np.int64)
+    total = np.zeros(q + 1)
+    lo = np.full(q + 1, np.inf)
+    hi = np.full(q + 1, -np.inf)
+    for i in range(n):
+        if include[i]:
+            start[codes[i] + 1] += 1
+            for c in range(q + 1):
+                v = group[i] if c == 0 else cov[i, c - 1]
+                if not np.isfinite(v):
+                    return nan, nan, False, False
+                total[c] += v
+                lo[c] = min(lo[c], v)
+                hi[c] = max(hi[c], v)
+    m = 0
+    for s in range(n_codes):
+        m += start[s + 1]
+        start[s + 1] = m
+    if m == 0 or not hi[0] > lo[0]:  # nobody, or one arm only
+        return nan, nan, False, True
+    keep = np.empty(q + 1, np.int64)  # columns that vary among the included
+    P = 0
+    for c in range(q + 1):
+        if hi[c] > lo[c]:
+            keep[P] = c
+            P += 1
+    # by stratum, then by decreasing time (walk the increasing order backwards)
+    rows = np.empty(m, np.int64)
+    fill = start[:n_codes].copy()
+    for j in range(n - 1, -1, -1):
+        i = order[j]
+        if include[i]:
+            rows[fill[codes[i]]] = i
+            fill[codes[i]] += 1
+    x = np.empty((m, P))
+    event_sum = np.zeros(P)
+    first = np.empty(m + 1, np.int64)
+    new_stratum = np.empty(m, np.bool_)
+    deaths = np.zeros(m, np.int64)
+    n_blocks = 0
     for j in range(m):
-        for c in range(P):
-            if x[order[j], c] != 0.0:
-                active[c] = True
-    if not active[0]:
-        return nan, nan, False
+        i = rows[j]
+        for k in range(P):
+            c = keep[k]
+            x[j, k] = (group[i] if c == 0 else cov[i, c - 1]) - total[c] / m
+        if j == 0 or codes[i] != codes[rows[j - 1]] or time[i] != time[rows[j - 1]]:
+            first[n_blocks] = j
+            new_stratum[n_blocks] = j == 0 or codes[i] != codes[rows[j - 1]]
+            n_blocks += 1
+        if event[i]:
+            deaths[n_blocks - 1] += 1
+            for k in range(P):
+                event_sum[k] += x[j, k]
+    first[n_blocks] = m
+    first = first[:n_blocks + 1]
+    new_stratum = new_stratum[:n_blocks]
+    deaths = deaths[:n_blocks]
     beta = np.zeros(P)
-    ll, score, info = _coxreg_eval(beta, x, time, event, codes, order, m)
-    _drop_inactive(score, info, active)
+    ll, score, info = _coxreg_eval(beta, x, first, new_stratum, deaths, event_sum)
     converged = False
+    var0 = nan
     for _ in range(max_iter):
-        ok, step, _ = spd_solve(info, score)
+        ok, step, var0 = spd_solve(info, score, 0)
         if not ok:
             break
         big = np.max(np.abs(step))
@@ -360,49 +403,34 @@ def _coxreg_one(x, time, event, codes, order, m, max_iter, tol):
             step *= 5.0 / big
         slack = 1e-12 * (1.0 + abs(ll))
         new = beta + step
-        new_ll, new_score, new_info = _coxreg_eval(new, x, time, event, codes, order, m)
+        new_ll, new_score, new_info = _coxreg_eval(new, x, first, new_stratum, deaths, event_sum)
         halvings = 0
         while not new_ll >= ll - slack and halvings < 40:
             step *= 0.5
             new = beta + step
-            new_ll, new_score, new_info = _coxreg_eval(new, x, time, event, codes, order, m)
+            new_ll, new_score, new_info = _coxreg_eval(new, x, first, new_stratum, deaths, event_sum)
             halvings += 1
         beta, ll, score, info = new, new_ll, new_score, new_info
-        _drop_inactive(score, info, active)
     if not converged:
-        return nan, nan, False
-    ok, _, v = spd_solve(info, score, 0)
-    if not ok:
-        return nan, nan, False
-    return beta[0], np.sqrt(v), True
+        return nan, nan, False, True
+    return beta[0], np.sqrt(var0), True, True
 
 
 @numba.njit(cache=True, parallel=True)
-def _coxreg_kernel(x, time, event, codes, order, m, max_iter, tol):
-    n_rep = x.shape[0]
+def _coxreg_kernel(time, event, group, cov, include, order, codes, n_codes, max_iter, tol):
+    n_rep = time.shape[0]
     log_hr = np.empty(n_rep)
     se = np.empty(n_rep)
     converged = np.empty(n_rep, np.bool_)
+    finite = np.empty(n_rep, np.bool_)
     for r in numba.prange(n_rep):
-        b, s, c = _coxreg_one(x[r], time[r], event[r], codes[r], order[r], m[r], max_iter, tol)
+        b, s, c, f = _coxreg_one(time[r], event[r], group[r], cov[r], include[r], order[r], codes[r],
+                                 n_codes, max_iter, tol)
         log_hr[r] = b
         se[r] = s
         converged[r] = c
-    return log_hr, se, converged
-
-
-def centre_columns(x: np.ndarray, include: np.ndarray, skip: int = 0) -> np.ndarray:
-    """(R, n, P) columns minus their mean over the included patients (from column ``skip`` on); a
-    column constant among them becomes exactly zero, which the Newton kernels leave out of the fit
-    (e.g. a covariate level nobody has in that replicate)."""
-    big = np.finfo(np.float64).max
-    w = include[..., None]
-    lo = np.where(w, x, big).min(axis=1, keepdims=True)
-    hi = np.where(w, x, -big).max(axis=1, keepdims=True)
-    mean = np.where(w, x, 0.0).sum(axis=1, keepdims=True) / np.maximum(w.sum(axis=1, keepdims=True), 1)
-    out = np.where(hi > lo, x - mean, 0.0)
-    out[..., :skip] = x[..., :skip]
-    return np.ascontiguousarray(out)
+        finite[r] = f
+    return log_hr, se, converged, finite
 
 
 def cox_adjusted(time, event, group, covariates=None, include=None, strata=None, *, max_iter: int = 50,
@@ -411,7 +439,8 @@ def cox_adjusted(time, event, group, covariates=None, include=None, strata=None,
 
     Breslow's method for tied event times (the simulated event times are continuous, so events
     tie only by construction); Newton-Raphson with step halving from 0, converged when the largest
-    Newton step is below ``tol``. Covariates are centred inside (the coefficients do not change).
+    Newton step is below ``tol``. Covariates are centred inside (the coefficients do not change);
+    one constant among the included patients is left out of the fit.
     A non-converged fit (e.g. every event in one arm) gives NaN and ``converged=False``.
 
     Args:
@@ -425,20 +454,18 @@ def cox_adjusted(time, event, group, covariates=None, include=None, strata=None,
     """
     check_newton(max_iter, tol)
     t, e, g, inc = _survival_inputs(time, event, group, include)
-    cols = [g.astype(np.float64)]
-    if covariates is not None:
-        cov = np.asarray(covariates, np.float64)
+    if covariates is None:
+        cov = np.zeros(t.shape + (0,))
+    else:
+        cov = np.ascontiguousarray(covariates, dtype=np.float64)
         if cov.ndim != 3 or cov.shape[:2] != t.shape:
             raise ValueError(f"covariates: must have shape (R, n, q) with (R, n) = {t.shape}, got {cov.shape}")
-        if not np.isfinite(cov[inc]).all():
-            raise ValueError("covariates: must be finite for included patients")
-        cols.extend(np.moveaxis(cov, 2, 0))
-    x = centre_columns(np.stack(cols, axis=2), inc)
     if strata is None:
-        codes = np.zeros(t.shape, np.int64)
+        codes, k = np.zeros(t.shape, np.int64), 1
     else:
-        codes, _ = _strata_codes(strata, t.shape)
-    last = np.where(inc, codes, np.iinfo(np.int64).max)  # excluded patients sort to the end
-    order = np.lexsort((-t, last), axis=1)
-    return CoxFit(*_coxreg_kernel(np.ascontiguousarray(x), t, e, np.ascontiguousarray(codes), order,
-                                  inc.sum(axis=1).astype(np.int64), int(max_iter), float(tol)))
+        codes, k = _strata_codes(strata, t.shape)
+    log_hr, se, conv, finite = _coxreg_kernel(t, e, g, cov, inc, _order(t), codes, k, int(max_iter),
+                                              float(tol))
+    if not finite.all():
+        raise ValueError("covariates: must be finite for included patients")
+    return CoxFit(log_hr, se, conv)
