@@ -310,7 +310,7 @@ def test_a_driver_killed_from_outside_while_writing_leaves_the_final_name_absent
 
 # ------------------------------------------------------------------ two runs at once on one --out
 
-LONG_RUN = ["run", "protocols/hf_outcomes.yaml", "-n", "1500", "-s", "3", "-w", "0", "-q", "--chunk-patients", "8000",
+LONG_RUN = ["run", "protocols/hf_outcomes.yaml", "-n", "600", "-s", "3", "-w", "0", "-q", "--chunk-patients", "8000",
             "-o", "out/r.nc"]
 
 
@@ -335,7 +335,7 @@ def test_a_second_run_on_the_same_output_refuses_cleanly_and_the_first_finishes(
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     with xr.open_dataset(tree / "out" / "r.nc") as ds:  # a valid, complete netCDF file
-        assert ds.sizes["replicate"] == 1500 and int(ds.attrs["seed"]) == 3
+        assert ds.sizes["replicate"] == 600 and int(ds.attrs["seed"]) == 3
         assert bool((ds["n_randomized"].sum("arm") == 4000).all())
     assert leftovers(tree / "out") == []
     assert inputs(tree) == before

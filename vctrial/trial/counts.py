@@ -10,6 +10,12 @@ ratio, active vs control, in two standard ways:
   a robust sandwich variance, so that it stays valid whatever the dependence between a
   patient's events (the usual analysis of total events in outcome trials).
 
+Both take baseline ``covariates`` (R, n, q) and randomization ``strata`` (R, n): the negative
+binomial regression as stratum indicators (fixed effects), LWYY as a baseline rate function per
+stratum (a stratified model, as a stratified Cox model). The ``group`` coefficient is then the log
+rate ratio conditional on the covariates and strata. Without either, the two-parameter kernels
+below are used (closed-form Poisson start, 3x3 solves); with them, general ones on a design matrix.
+
 Batches are as in :mod:`vctrial.trial.analysis`: (R, n) arrays for R replicates of n patients,
 ``group`` 0 = control / 1 = active, ``include`` the patients entering the analysis. Event times
 come as an (R, n, J) array, each patient's times padded with NaN (or +inf) up to J. Each
@@ -36,12 +42,15 @@ class NegBinFit(NamedTuple):
     """Negative binomial (NB2) regression per replicate (arrays of shape (R,)).
 
     Attributes:
-        log_rr: log rate ratio, active vs control (the ``group`` coefficient).
+        log_rr: log rate ratio, active vs control (the ``group`` coefficient; conditional on the
+            covariates and strata, if any).
         se: its standard error, from the observed information of (coefficients, dispersion).
         z: log_rr / se (Wald).
         rate_ratio: exp(log_rr).
         lower, upper: Wald confidence interval of the rate ratio at ``level``.
-        log_rate0: the intercept, log of the control event rate per unit of follow-up.
+        log_rate0: the intercept, log of the control event rate per unit of follow-up (with
+            covariates or strata: at the included patients' mean covariates and stratum indicators,
+            the design being centred).
         alpha: dispersion, Var(Y) = mu + alpha mu^2; 0 when the data are not over-dispersed
             (the maximum is then the Poisson fit, on the boundary).
         converged: False when Newton-Raphson did not converge, or the estimate does not exist
@@ -63,7 +72,7 @@ class LwyyFit(NamedTuple):
     """LWYY proportional-rates model per replicate (arrays of shape (R,)).
 
     Attributes:
-        log_rr: log rate ratio, active vs control.
+        log_rr: log rate ratio, active vs control (conditional on the covariates, if any).
         se: robust (sandwich) standard error, the one to use.
         z: log_rr / se.
         rate_ratio: exp(log_rr).
@@ -1041,22 +1050,63 @@ def _centred(x: np.ndarray, include: np.ndarray, codes=None, k: int = 1, skip: i
                           skip)
 
 
+@numba.njit(cache=True, parallel=True)
+def _nb_design_kernel(group, cov, codes, n_codes, with_strata, include):
+    """(R, n, P) centred design of the NB2 regression: see :func:`_nb_design`."""
+    R, n, q = cov.shape
+    n_ind = n_codes if with_strata else 0
+    P = 2 + q + n_ind
+    out = np.zeros((R, n, P))
+    for r in numba.prange(R):
+        m = 0.0
+        mean = np.zeros(q)
+        lo = np.full(q, np.inf)
+        hi = np.full(q, -np.inf)
+        size = np.zeros(n_codes)
+        first = np.zeros((n_codes, q))
+        within = np.zeros(q, np.bool_)  # varies within some stratum
+        fp = n_codes
+        for i in range(n):
+            if include[r, i]:
+                c = codes[r, i]
+                m += 1.0
+                size[c] += 1.0
+                fp = min(fp, c)
+                for j in range(q):
+                    v = cov[r, i, j]
+                    mean[j] += v
+                    lo[j] = min(lo[j], v)
+                    hi[j] = max(hi[j], v)
+                    if size[c] == 1.0:
+                        first[c, j] = v
+                    elif v != first[c, j]:
+                        within[j] = True
+        for j in range(q):
+            mean[j] /= max(m, 1.0)
+        for i in range(n):
+            out[r, i, 0] = 1.0
+            out[r, i, 1] = group[r, i]
+            for j in range(q):
+                # constant among the included, or (stratified) within every stratum: left out
+                if hi[j] > lo[j] and (within[j] or not with_strata):
+                    out[r, i, 2 + j] = cov[r, i, j] - mean[j]
+            for c in range(n_ind):
+                if c != fp and 0.0 < size[c] < m:
+                    out[r, i, 2 + q + c] = (1.0 if codes[r, i] == c else 0.0) - size[c] / m
+    return out
+
+
 def _nb_design(group, covariates, codes, k, include) -> np.ndarray:
-    """(R, n, P) columns intercept, group, the covariates, and an indicator of each stratum but the
-    first present among ``include`` in the replicate (``codes`` 0..k-1, or None); centred, and a
-    covariate constant within every stratum (which the stratum indicators absorb) zeroed."""
-    g = group.astype(np.float64)
-    cols = [np.ones_like(g), g]
-    if covariates is not None:
-        if codes is not None:
-            within = _centred(covariates, include, codes, k)
-            absorbed = ~np.any((within != 0.0) & include[..., None], axis=1)  # (R, q)
-            covariates = np.where(absorbed[:, None, :], 0.0, covariates)
-        cols.extend(np.moveaxis(covariates, 2, 0))
-    if codes is not None:
-        first = np.where(include, codes, k).min(axis=1, keepdims=True)
-        cols.extend(((codes == s) & (first != s)).astype(np.float64) for s in range(k))
-    return _centred(np.stack(cols, axis=2), include, skip=2)
+    """(R, n, P) columns intercept, group, the covariates, and an indicator of each stratum (``codes``
+    0..k-1, or None) but the first present among ``include`` in the replicate; all but the first two
+    centred over the included patients. Columns constant among them are zero (left out of the fit),
+    and so are covariates constant within every stratum (the stratum indicators absorb them)."""
+    R, n = group.shape
+    cov = np.zeros((R, n, 0)) if covariates is None else np.ascontiguousarray(covariates, dtype=np.float64)
+    with_strata = codes is not None
+    if codes is None:
+        codes, k = np.zeros((R, n), np.int64), 1
+    return _nb_design_kernel(group, cov, np.ascontiguousarray(codes), k, with_strata, include)
 
 
 def _without_eventless_strata(y: np.ndarray, include: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
@@ -1090,8 +1140,10 @@ def negbin(counts, follow_up, group, include=None, *, covariates=None, strata=No
     conditional on the covariates and the stratum. Covariates are centred inside (the ``group``
     coefficient and its SE do not change; ``log_rate0`` is then the log control rate at the
     included patients' mean covariates and stratum indicators). A column constant among the
-    included patients is left out of the fit, and so are the patients of a stratum without
-    events (its coefficient is -infinity; they add nothing to the maximized likelihood).
+    included patients is left out of the fit, as is a covariate constant within every stratum
+    (the stratum indicators absorb it, e.g. the stratification factor named as a covariate), and
+    so are the patients of a stratum without events (its coefficient is -infinity; they add
+    nothing to the maximized likelihood).
 
     Args:
         counts: (R, n) non-negative integer event counts.
@@ -1153,8 +1205,9 @@ def lwyy(event_times, follow_up, group, include=None, *, covariates=None, strata
     stratum has its own baseline rate function dmu0_s(t) (a stratified model, as a stratified Cox
     model: risk sets within the stratum; ``coxph(... + strata(s) + cluster(id))``). The robust
     variance is the [0, 0] element of A^-1 (sum W_i W_i') A^-1 with the patients' score-residual
-    vectors W_i. Covariates are centred inside (the coefficients do not change); a covariate
-    constant among the included patients is left out of the fit.
+    vectors W_i. Covariates are centred within each stratum inside (the coefficients do not
+    change); a covariate constant among the included patients of every stratum is left out of the
+    fit (the baseline rate functions absorb it).
 
     Args:
         event_times: (R, n, J) each patient's event times (months), > 0, in any order, padded
