@@ -83,6 +83,56 @@ def test_logistic_matches_statsmodels_logit_with_covariates_and_strata():
         assert fit.se[r] == pytest.approx(ref.bse[1], rel=RTOL)
 
 
+def test_logistic_and_cox_adjusted_equal_fits_without_excluded_patients_uniform_strata_constant_covariates():
+    """The kernels build the design themselves: excluded patients (covariates NaN) are never read,
+    a stratum without events and a covariate constant among the included drop out, labels are any
+    integers; times rounded to 0.1, so many events tie (Breslow)."""
+    rng, g, x, st = _data(seed=6, R=2)
+    y = (rng.random(g.shape) < 0.4) & (st != 2)
+    haz = np.exp(-0.4 * g + 0.5 * x[..., 0] + 0.3 * st)
+    t, c = rng.exponential(1 / haz), rng.exponential(2.0, g.shape)
+    time, event = np.round(np.minimum(t, c), 1), t <= c
+    inc = rng.random(g.shape) < 0.9
+    x[..., 1] = 1.5
+    x[~inc] = np.nan
+    labels = 7 * st - 3
+    lf = binary.logistic(y, g, x, inc, labels)
+    cf = cox_adjusted(time, event, g, x, inc, labels)
+    for r in range(2):
+        k = inc[r] & (st[r] != 2)
+        X = np.column_stack([np.ones(k.sum()), g[r][k], x[r][k, 0], st[r][k] == 1]).astype(float)
+        ref = sm.Logit(y[r][k].astype(float), X).fit(disp=0, tol=1e-12)
+        assert lf.log_or[r] == pytest.approx(ref.params[1], rel=RTOL)
+        assert lf.se[r] == pytest.approx(ref.bse[1], rel=RTOL)
+        k = inc[r]
+        ref = sm.PHReg(time[r][k], np.column_stack([g[r][k], x[r][k, 0]]), status=event[r][k].astype(float),
+                       strata=st[r][k], ties="breslow").fit()
+        assert cf.log_hr[r] == pytest.approx(ref.params[0], rel=RTOL)
+        assert cf.se[r] == pytest.approx(ref.bse[0], rel=RTOL)
+    x[~inc] = 0.0
+    x[0, np.flatnonzero(inc[0])[0], 0] = np.inf
+    for fit in (lambda: binary.logistic(y, g, x, inc, st), lambda: cox_adjusted(time, event, g, x, inc, st)):
+        with pytest.raises(ValueError, match="covariates: must be finite for included patients"):
+            fit()
+
+
+def test_cox_adjusted_without_a_maximum_gives_nan():
+    """A small stratified replicate whose partial likelihood keeps rising (statsmodels' PHReg runs past
+    |beta| = 150): not converged, NaN. The risk-set sums are scaled by the largest linear predictor of
+    each risk set, so they cannot underflow to 0 on the way (an earlier kernel's could: it reported a
+    converged fit with meaningless values here, and divided by zero on similar replicates)."""
+    time = np.array([[2, 9, 5, 2, 7, 4, 7, 46, 129, 19, 44, 0, 32, 47]], float)
+    event = np.array([[0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0]], bool)
+    g = np.array([[1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1]])
+    age = [0.1145438422433483, 0.6814264937421466, -1.5818917878888374, 1.0412905935790173, 1.7732342831364063,
+           -0.2980393261831532, 1.67165089983231, -2.4575071160392836, -0.7178052186236229, -0.8706380382958325,
+           0.5264952217977313, -0.40491200976310326, 0.3772776321803109, 0.38566827107514656]
+    prior = [0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 0]
+    st = np.array([[2, 1, 3, 2, 1, 3, 2, 0, 0, 1, 0, 1, 2, 0]])
+    fit = cox_adjusted(time, event, g, np.stack([age, prior], axis=1)[None], strata=st)
+    assert not fit.converged[0] and np.isnan(fit.log_hr[0]) and np.isnan(fit.se[0])
+
+
 def test_chi_square_matches_scipy_pearson_without_correction():
     rng, g, _, _ = _data(seed=4)
     y = rng.random(g.shape) < np.where(g == 1, 0.3, 0.4)

@@ -438,31 +438,6 @@ def test_a_multiarm_sweeps_estimate_has_a_row_per_point_and_a_panel_per_comparis
             assert ax.get_title().startswith(f"shift={shift:g}: {arm} vs placebo")
 
 
-def test_a_two_arm_protocol_compared_with_a_mams_one_keeps_its_own_single_panel(tmp_path):
-    small = {k: v for k, v in MAMS.items() if not k.startswith("arms.")}
-    data = yaml.safe_load((PROTOCOLS / "hf_mams.yaml").read_text())
-    data.update(cohort=str((PROTOCOLS / data["cohort"]).resolve()), sample_size=small["sample_size"],
-                disease=str((PROTOCOLS / data["disease"]).resolve()))
-    data["follow_up"]["target_events"] = small["follow_up.target_events"]
-    mams = tmp_path / "mams.yaml"
-    mams.write_text(yaml.safe_dump(data, sort_keys=False))
-    ds = compare([DATA / "event_driven.yaml", mams], 10, 1, OPT)
-    figs = figures(ds)
-    assert set(figs) == PER_POINT | {"power_by_comparison", "operating_characteristics", "sequential_bounds_mams",
-                                     "stopping_by_look_mams"}
-    panels = {ax.get_gid(): ax for ax in figs["estimate"].axes if ax.get_visible()}
-    assert set(panels) == {"estimate:event_driven:", "estimate:mams:low_dose", "estimate:mams:high_dose"}
-    est = ds["estimate"].sel(protocol="event_driven").isel(comparison=0).values
-    assert sum(p.get_height() for p in panels["estimate:event_driven:"].patches) == np.isfinite(est).sum()
-    (bars,) = [ax for ax in figs["power_by_comparison"].axes if ax.get_visible()]  # the multi-arm protocol only
-    oc = figs["operating_characteristics"].axes[0]
-    for label in ds["protocol"].values:
-        reject = ds["reject"].sel(protocol=label)
-        rate = (reject.any("comparison") if label == "mams" else reject.isel(comparison=0)).values.mean()
-        (c,) = [c for c in oc.containers if c.get_label() == f"_oc:rejection:{label}"]
-        assert c.lines[0].get_xdata()[0] == pytest.approx(rate)
-
-
 def test_population_prevalence_is_the_share_of_all_the_living(results):
     ds = _open(results["population_chronic"])
     prev = popplots.totals(ds, "prevalence").values

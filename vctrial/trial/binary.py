@@ -305,7 +305,7 @@ def _logistic_one(y, group, cov, include, codes, n_codes, max_iter, tol):
                 total[c] += x
                 lo[c] = min(lo[c], x)
                 hi[c] = max(hi[c], x)
-    if m == 0 or g1 == 0.0 or g1 == m:  # (no stratum left: nobody, or all outcomes equal)
+    if m == 0 or g1 == 0.0 or g1 == m:  # nobody left (every stratum's outcomes equal), or one arm
         return nan, nan, False, True
     # design: group, then the covariates that vary, centred (numerics only)
     P = 1

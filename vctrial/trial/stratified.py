@@ -275,11 +275,14 @@ def _coxreg_eval(beta, x, first, new_stratum, deaths, event_sum):
         ll += event_sum[c] * beta[c]
     info = np.zeros((P, P))
     # risk-set sums scaled by exp(-top), top the largest linear predictor in the risk set so far:
-    # no overflow, and the largest term is 1, so s0 >= 1 never underflows
+    # no overflow, and the largest term is 1, so 1 <= s0 <= m. The log(s0) of the events are summed as
+    # the log of their product, taken whenever it passes 1e280 (a log per event costs more).
     top = -np.inf
     s0 = 0.0
     s1 = np.zeros(P)
     s2 = np.zeros((P, P))
+    mean = np.empty(P)
+    prod = 1.0
     for b in range(first.shape[0] - 1):
         if new_stratum[b]:
             top = -np.inf
@@ -307,12 +310,19 @@ def _coxreg_eval(beta, x, first, new_stratum, deaths, event_sum):
                     s2[c, c2] += wx * x[j, c2]
         d = deaths[b]
         if d > 0:
-            ll -= d * (np.log(s0) + top)
+            ll -= d * top
+            for _ in range(d):
+                prod *= s0
+                if prod > 1e280:
+                    ll -= np.log(prod)
+                    prod = 1.0
+            inv = 1.0 / s0
             for c in range(P):
-                mc = s1[c] / s0
-                score[c] -= d * mc
+                mean[c] = s1[c] * inv
+                score[c] -= d * mean[c]
                 for c2 in range(c + 1):
-                    info[c, c2] += d * (s2[c, c2] / s0 - mc * s1[c2] / s0)
+                    info[c, c2] += d * (s2[c, c2] * inv - mean[c] * mean[c2])
+    ll -= np.log(prod)
     for c in range(P):
         for c2 in range(c):
             info[c2, c] = info[c, c2]
