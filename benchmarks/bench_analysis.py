@@ -35,11 +35,10 @@ if __name__ == "__main__":  # the pools read these when numpy and numba load: se
     pin_from_argv(sys.argv[1:])
 
 import argparse  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import median_seconds, per_replicate  # noqa: E402 - benchmarks/timing.py
 import pandas as pd  # noqa: E402
 from scipy import optimize  # noqa: E402
 
@@ -105,29 +104,6 @@ def numpy_logrank(time_, event, group, include):
         return np.where(v > 0, o_minus_e / np.sqrt(v), np.nan)
 
 
-def median_seconds(repeats: int, fn) -> float:
-    fn()  # warm-up: compile or load the cache
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def per_replicate_loop(n_rep: int, fn) -> tuple[float, list]:
-    """Seconds per replicate of ``fn(r)`` called for r = 0..n_rep-1, and the results."""
-    fn(0)  # warm-up (imports, first-call caches)
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        for r in range(n_rep):
-            out.append(fn(r))
-        elapsed = time.perf_counter() - t0
-    return elapsed / n_rep, out
-
-
 def _load() -> str:
     with open("/proc/loadavg") as fh:
         return " ".join(fh.read().split()[:3])
@@ -160,9 +136,9 @@ def main(argv=None) -> None:
           f"{', '.join(THREAD_VARS[1:])} = {args.threads}); {os.cpu_count()} CPUs; load average {_load()}")
 
     # batched: vctrial and the numpy log-rank, all replicates per call
-    v_lr = median_seconds(args.repeats, lambda: logrank(time_, event, group, include)) / n_rep
-    v_cox = median_seconds(args.repeats, lambda: cox_hr(time_, event, group, include)) / n_rep
-    np_lr = median_seconds(args.repeats, lambda: numpy_logrank(time_, event, group, include)) / n_rep
+    v_lr = median_seconds(lambda: logrank(time_, event, group, include), args.repeats) / n_rep
+    v_cox = median_seconds(lambda: cox_hr(time_, event, group, include), args.repeats) / n_rep
+    np_lr = median_seconds(lambda: numpy_logrank(time_, event, group, include), args.repeats) / n_rep
 
     # one replicate at a time
     m = min(args.peer_replicates, n_rep)
@@ -185,13 +161,13 @@ def main(argv=None) -> None:
                     ties=ties).fit()
         return fit.params[0], fit.bse[0]
 
-    ll_lr_s, ll_chi2 = per_replicate_loop(m, ll_logrank)
-    sm_lr_s, sm_chi2 = per_replicate_loop(m, sm_logrank)
-    sm_cox_s, sm_fit = per_replicate_loop(m, sm_cox)
+    ll_lr_s, ll_chi2 = per_replicate(ll_logrank, m)
+    sm_lr_s, sm_chi2 = per_replicate(sm_logrank, m)
+    sm_cox_s, sm_fit = per_replicate(sm_cox, m)
     # PHReg's Efron terms are a Python loop over event times; Breslow's are not, and without tied
     # times (checked below) both give the same likelihood, so its time is the fairest PHReg figure
-    smb_cox_s, smb_fit = per_replicate_loop(m, lambda r: sm_cox(r, "breslow"))
-    ll_cox_s, ll_fit = per_replicate_loop(m, ll_cox)
+    smb_cox_s, smb_fit = per_replicate(lambda r: sm_cox(r, "breslow"), m)
+    ll_cox_s, ll_fit = per_replicate(ll_cox, m)
 
     best_cox = min((sm_cox_s, "PHReg Efron"), (smb_cox_s, "PHReg Breslow"), (ll_cox_s, "lifelines"))
     us = 1e6

@@ -18,11 +18,10 @@ vctrial analyses the whole batch in one call per analysis (1 and 2 numba threads
 from __future__ import annotations
 
 import argparse
-import time
-import warnings
 
 import numba
 import numpy as np
+from timing import median_seconds, per_replicate  # noqa: E402 - benchmarks/timing.py
 import pandas as pd
 
 from vctrial.trial.counts import event_counts, lwyy, negbin
@@ -52,28 +51,6 @@ def recurrent_data(n_rep: int, n: int, seed: int):
     event_times = np.where(np.arange(slots) < count[:, :, None], times, np.nan)
     follow_up = np.minimum(rng.uniform(12.0, 36.0, (n_rep, n)), rng.exponential(60.0, (n_rep, n)))
     return event_times, follow_up, group
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: compile or load the cache
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def per_replicate(fn, n_ref: int):
-    """Run fn(r) for r < n_ref: (seconds per replicate, results)."""
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        for r in range(n_ref):
-            out.append(fn(r))
-        elapsed = time.perf_counter() - t0
-    return elapsed / n_ref, np.array(out)
 
 
 def counting_process(event_times, follow_up, group):

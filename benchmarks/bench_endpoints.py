@@ -56,11 +56,10 @@ if __name__ == "__main__":  # the pools read these when numpy and numba load: se
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import median_seconds, per_replicate  # noqa: E402 - benchmarks/timing.py
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -102,29 +101,6 @@ def make_data(n_rep: int, n: int, seed: int) -> dict[str, np.ndarray]:
             "time": np.minimum(t_event, t_censor), "event": t_event <= t_censor,
             "p": stats.norm.sf(z), "corr": corr, "event_times": event_times, "follow_up": follow_up,
             "counts": event_counts(event_times, follow_up)}
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: compile or load the numba cache
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def per_replicate(fn, n_ref: int):
-    """(seconds per replicate of fn(r) for r < n_ref, results as an array); one untimed warm-up call."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fn(0)
-        out = []
-        t0 = time.perf_counter()
-        for r in range(n_ref):
-            out.append(fn(r))
-        elapsed = time.perf_counter() - t0
-    return elapsed / n_ref, np.array(out)
 
 
 def uptime() -> str:

@@ -30,24 +30,15 @@ if __name__ == "__main__":  # the pools read these when numpy and numba load: se
 
 import argparse  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from timing import median_seconds  # noqa: E402 - benchmarks/timing.py
 
 from vctrial.spec.protocol import load_protocol  # noqa: E402
 from vctrial.trial.run import simulate_chunk, simulate_patients  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -66,10 +57,7 @@ def main() -> None:
         "fixed design, 3 arms": lambda: simulate_chunk(fixed, 1, reps),
         "floor: patients simulated, no analysis": lambda: simulate_patients(mams, 1, reps),
     }
-    simulate_chunk(mams, 1, np.arange(2))  # warm-up: compile the kernels, compute the planned bounds once
-    simulate_chunk(fixed, 1, np.arange(2))
-    simulate_patients(mams, 1, np.arange(2))
-    seconds = {name: _median_seconds(fn, args.repeats) for name, fn in cases.items()}
+    seconds = {name: median_seconds(fn, args.repeats) for name, fn in cases.items()}
     out = simulate_chunk(mams, 1, reps)
     print(f"protocol: {mams.spec.name}; {mams.spec.sample_size} patients, {args.replicates} replicates, "
           f"{threads} thread(s), median of {args.repeats}")

@@ -146,6 +146,33 @@ def _gamma_sums(y, theta):
             _trigamma(theta) - _trigamma(y + theta))
 
 
+@numba.njit(cache=True, inline="always")
+def _nb_terms(yi, mu, theta, alpha):
+    """One patient's NB2 log-likelihood term and its derivatives in eta = log mu and phi = log alpha:
+    (l, dl/deta, d2l/deta2, dl/dphi, d2l/dphi2, d2l/deta dphi)."""
+    inv = 1.0 / (theta + mu)
+    r = mu * inv
+    q = theta * inv
+    l1p = np.log1p(mu * alpha)
+    # derivatives in eta and theta, then theta -> phi (dtheta/dphi = -theta)
+    if yi == 0:  # most patients: no log-gamma sums, no log(mu)
+        l_i = -theta * l1p
+        l_e = -mu * q
+        l_ee = l_e * q
+        l_t = r - l1p
+        l_tt = r * r * alpha
+        l_et = -r * r
+    else:
+        sa, sb, sc = _gamma_sums(yi, theta)
+        l_i = sa - theta * l1p - yi * np.log1p(theta / mu)
+        l_e = (yi - mu) * q
+        l_ee = -(theta + yi) * q * r
+        l_t = sb - l1p + (mu - yi) * inv
+        l_tt = r * r * alpha + yi * inv * inv - sc
+        l_et = r * (yi - mu) * inv
+    return l_i, l_e, l_ee, -theta * l_t, theta * theta * l_tt + theta * l_t, -theta * l_et
+
+
 @numba.njit(cache=True)
 def _nb_eval(b0, b1, phi, y, expo, group, include):
     """NB2 log-likelihood (without the constant -lgamma(y + 1)), gradient and Hessian.
@@ -163,31 +190,9 @@ def _nb_eval(b0, b1, phi, y, expo, group, include):
     for i in range(y.shape[0]):
         if not include[i] or expo[i] <= 0.0:
             continue
-        yi = y[i]
         mu = expo[i] * (rate1 if group[i] == 1 else rate0)
-        inv = 1.0 / (theta + mu)
-        r = mu * inv
-        q = theta * inv
-        l1p = np.log1p(mu * alpha)
-        # derivatives in eta = log mu and theta, then theta -> phi (dtheta/dphi = -theta)
-        if yi == 0:  # most patients: no log-gamma sums, no log(mu)
-            ll -= theta * l1p
-            l_e = -mu * q
-            l_ee = l_e * q
-            l_t = r - l1p
-            l_tt = r * r * alpha
-            l_et = -r * r
-        else:
-            sa, sb, sc = _gamma_sums(yi, theta)
-            ll += sa - theta * l1p - yi * np.log1p(theta / mu)
-            l_e = (yi - mu) * q
-            l_ee = -(theta + yi) * q * r
-            l_t = sb - l1p + (mu - yi) * inv
-            l_tt = r * r * alpha + yi * inv * inv - sc
-            l_et = r * (yi - mu) * inv
-        l_p = -theta * l_t
-        l_pp = theta * theta * l_tt + theta * l_t
-        l_ep = -theta * l_et
+        l_i, l_e, l_ee, l_p, l_pp, l_ep = _nb_terms(y[i], mu, theta, alpha)
+        ll += l_i
         g0 += l_e
         g2 += l_p
         h00 += l_ee
@@ -395,30 +400,8 @@ def _nbx_eval(par, x, y, expo, include):
         eta = 0.0
         for j in range(P):
             eta += x[i, j] * par[j]
-        yi = y[i]
-        mu = expo[i] * np.exp(eta)
-        inv = 1.0 / (theta + mu)
-        r = mu * inv
-        q = theta * inv
-        l1p = np.log1p(mu * alpha)
-        if yi == 0:
-            ll -= theta * l1p
-            l_e = -mu * q
-            l_ee = l_e * q
-            l_t = r - l1p
-            l_tt = r * r * alpha
-            l_et = -r * r
-        else:
-            sa, sb, sc = _gamma_sums(yi, theta)
-            ll += sa - theta * l1p - yi * np.log1p(theta / mu)
-            l_e = (yi - mu) * q
-            l_ee = -(theta + yi) * q * r
-            l_t = sb - l1p + (mu - yi) * inv
-            l_tt = r * r * alpha + yi * inv * inv - sc
-            l_et = r * (yi - mu) * inv
-        l_p = -theta * l_t
-        l_pp = theta * theta * l_tt + theta * l_t
-        l_ep = -theta * l_et
+        l_i, l_e, l_ee, l_p, l_pp, l_ep = _nb_terms(y[i], expo[i] * np.exp(eta), theta, alpha)
+        ll += l_i
         score[P] += l_p
         info[P, P] -= l_pp
         for j in range(P):
