@@ -521,16 +521,21 @@ def _sequential_tte(protocol: Protocol, looks: list[dict], dates: np.ndarray, ta
     per = _look_outputs(looks, ("statistic", "estimate", "ci_lower", "ci_upper", "log_hr_se", "true_effect",
                                 "n_analysed", "n_events", "n_enrolled"))
     info = per["n_events"].sum(axis=2).astype(np.float64)
-    fractions = info / D
-    z_sup = -per["statistic"]  # benefit positive
     theta = estimation.to_benefit(per["estimate"], True, "lower")
-    z, shift = _tested_z(spec, theta, per["log_hr_se"], z_sup, None)
+    return _decide_looks(spec, per, dates, performed, info, info / D, -per["statistic"], theta, per["log_hr_se"], None)
+
+
+def _decide_looks(spec, per, dates, performed, info, fractions, z_sup, theta, se, df):
+    """Bounds, stopping look, decision and estimates of a two-arm group-sequential trial from its looks'
+    (R, K) outputs ``per``, information and fractions, benefit-positive statistic ``z_sup``, estimate
+    ``theta`` on the benefit scale with its ``se`` (and t ``df``, or None)."""
+    z, shift = _tested_z(spec, theta, se, z_sup, df)
     eff_b, fut_b, stop, reason, pval = _stop(spec, z, fractions, performed)
     out = {key: _gather(per[key], stop) for key in per}
     out["p_value"] = pval
-    out["reject"] = reason == STOP_EFFICACY
-    out["reject"] |= (reason == STOP_FINAL) & (np.take_along_axis(z, stop[:, None], 1)[:, 0] >= _gather(eff_b, stop))
-    out.update(_sequential_estimates(spec, theta, per["log_hr_se"], z, z_sup, shift, fractions, eff_b, stop))
+    z_stop = np.take_along_axis(z, stop[:, None], 1)[:, 0]
+    out["reject"] = (reason == STOP_EFFICACY) | ((reason == STOP_FINAL) & (z_stop >= _gather(eff_b, stop)))
+    out.update(_sequential_estimates(spec, theta, se, z, z_sup, shift, fractions, eff_b, stop))
     out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
     return out, stop
 
@@ -865,15 +870,8 @@ def _by_patients(spec, looks: list[dict], dates: np.ndarray, ratio: bool, info=N
     z_sup = per.pop("z_benefit")
     se, df = per.pop("_se"), per.pop("_df", None)
     theta = estimation.to_benefit(per["estimate"], ratio, spec.analysis.estimate_benefit)
-    z, shift = _tested_z(spec, theta, se, z_sup, df)
-    eff_b, fut_b, stop, reason, pval = _stop(spec, z, fractions, performed)
-    out = {key: _gather(per[key], stop) for key in per}
-    out["p_value"] = pval
-    z_stop = np.take_along_axis(z, stop[:, None], 1)[:, 0]
-    out["reject"] = (reason == STOP_EFFICACY) | ((reason == STOP_FINAL) & (z_stop >= _gather(eff_b, stop)))
-    out.update(_sequential_estimates(spec, theta, se, z, z_sup, shift, fractions, eff_b, stop))
+    out, stop = _decide_looks(spec, per, dates, performed, info, fractions, z_sup, theta, se, df)
     out["duration_months"] = _gather(dates, stop)
-    out.update(_per_look(dates, performed, info, fractions, z, per, eff_b, fut_b, stop, reason))
     return out, stop
 
 
